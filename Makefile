@@ -1,0 +1,35 @@
+# robustnas: the two commands of the README (make demo, make test) plus bench and docs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The torch pin installs from this machine's local copy; elsewhere pip resolves it from PyPI.
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench docs install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps "torchattacks==3.5.1"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/robustnas compare --preset demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+docs: $(STAMP)
+	@ls docs/*.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info
