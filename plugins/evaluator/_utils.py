@@ -1,0 +1,65 @@
+"""Small helpers shared by the evaluator modules (private)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model output: the tensor itself, or the first item of a tuple/list."""
+    if isinstance(output, (tuple, list)):
+        if not output:
+            raise ValueError("the model returned an empty tuple/list; expected logits first")
+        output = output[0]
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"the model returned {type(output).__name__}; expected a logits tensor")
+    return output
+
+
+class LogitsOnly(nn.Module):
+    """Wraps a model whose forward returns ``(logits, ...)`` so that it returns the logits only."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return logits_of(self.model(x))
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module, frozen: bool = True) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode (and, if ``frozen``, stop its parameters requiring grad);
+    restore the train/eval flag of every submodule and every ``requires_grad`` on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()] if frozen else []
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> cuda when available, else cpu; anything else as torch reads it."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (cpu for a stateless model)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
