@@ -3,6 +3,7 @@
 Knows nothing of NNI or Optuna. See docs/evaluator.md.
 """
 
+from ._evaluator import METRIC_KEYS, EvaluatorConfig, RobustnessEvaluator
 from ._utils import LogitsOnly
 from .attacks import accuracy, fgsm, pgd, pgd_accuracy
 from .autoattack import MODES, autoattack_accuracy
@@ -16,7 +17,10 @@ __all__ = [
     "MODES",
     "RECIPES",
     "DatasetBundle",
+    "EvaluatorConfig",
     "LogitsOnly",
+    "METRIC_KEYS",
+    "RobustnessEvaluator",
     "ThreatModel",
     "TrainConfig",
     "accuracy",

@@ -129,7 +129,7 @@ def autoattack_accuracy(
         sink = _LogWriter()
         with contextlib.redirect_stdout(sink):
             x_adv, y_adv = adversary.run_standard_evaluation(x_dev, y_dev, batch_size=batch_size)
-    robust = float((y_adv == y_dev).float().mean())
+    robust = int((y_adv == y_dev).sum()) / len(y_dev)
     _logger.info(
         "AutoAttack %s (%s, eps=%.4g) on %d points: robust acc %.4f in %.1f s",
         mode, norm, eps, len(x), robust, time.perf_counter() - t0,

@@ -50,9 +50,9 @@ class TrainConfig:
     """
 
     recipe: str = "pgd"
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 0.05
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"

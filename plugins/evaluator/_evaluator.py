@@ -1,0 +1,259 @@
+"""The shared evaluator: train a candidate with a recipe, then measure it under attack."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._utils import eval_mode, logits_of, resolve_device
+from .attacks import accuracy, pgd_accuracy
+from .autoattack import MODES, autoattack_accuracy
+from .data import DATASETS, NORMS, DatasetBundle, ThreatModel, load_dataset
+from .metrics import count_flops, count_params, measure_latency
+from .training import RECIPES, TrainConfig, train_model
+
+_logger = logging.getLogger(__name__)
+
+#: Keys every metrics dict carries (``certified_acc`` too when ``certify`` is set).
+METRIC_KEYS: tuple[str, ...] = (
+    "clean_acc",
+    "robust_acc",
+    "pgd_acc",
+    "params",
+    "flops",
+    "latency_ms",
+    "train_seconds",
+    "eval_seconds",
+    "norm",
+    "eps",
+    "attack",
+    "n_examples",
+    "dataset",
+    "recipe",
+    "epochs",
+)
+
+
+@dataclass
+class EvaluatorConfig:
+    """Settings of :class:`RobustnessEvaluator` (JSON round-trip with ``to_dict``/``from_dict``).
+
+    ``norm``/``eps`` of None take the dataset's default threat model. ``attack`` is the
+    AutoAttack mode (``fast`` or ``standard``); ``robust_acc`` and ``pgd_acc`` are measured
+    on the first ``n_examples`` test points (the test split order is fixed by ``seed``).
+    ``dataset_options`` go to :func:`load_dataset` (e.g. ``{"path": "my.npz"}``).
+    """
+
+    dataset: str = "digits"
+    root: str | None = None
+    download: bool = False
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    norm: str | None = None
+    eps: float | None = None
+    recipe: str = "pgd"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 0.1
+    train_attack_steps: int = 7
+    attack: str = "fast"
+    n_examples: int = 200
+    pgd_eval_steps: int = 20
+    eval_batch_size: int = 256
+    latency_repeats: int = 20
+    device: str = "auto"
+    seed: int = 0
+    certify: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if str(self.dataset).lower() not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(DATASETS)}")
+        self.dataset = str(self.dataset).lower()
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; valid recipes: {', '.join(RECIPES)}")
+        if self.attack not in MODES:
+            raise ValueError(f"unknown attack {self.attack!r}; valid attacks (AutoAttack modes): {', '.join(MODES)}")
+        if self.norm is not None and str(self.norm).lower() not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; valid norms: {', '.join(NORMS)}")
+        if self.eps is not None:
+            ThreatModel(self.norm or "linf", self.eps)  # raises for eps outside (0, 1]
+        for name in ("epochs", "batch_size", "train_attack_steps", "n_examples", "pgd_eval_steps",
+                     "eval_batch_size", "latency_repeats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.dataset_options, dict):
+            raise TypeError(f"dataset_options must be a dict, got {type(self.dataset_options).__name__}")
+        if str(self.device) != "auto":
+            torch.device(self.device)  # raises for an unknown device string
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EvaluatorConfig":
+        """The inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown EvaluatorConfig keys {unknown}; valid keys: {', '.join(valid)}")
+        return cls(**data)
+
+
+class RobustnessEvaluator:
+    """Train a candidate and measure clean, PGD and AutoAttack accuracy, size and latency.
+
+    Robust accuracy is AutoAttack's (Croce and Hein, ICML 2020) in the configured mode;
+    ``fast`` mode deviates from the standard ensemble (see docs/fidelity.md, Evaluator).
+
+    Example::
+
+        evaluator = RobustnessEvaluator(EvaluatorConfig(dataset="digits", epochs=10))
+        metrics = evaluator.evaluate(model)          # trains with PGD, then attacks
+        record = evaluator.record("my-cnn", metrics)  # RobustBench-style JSON dict
+    """
+
+    def __init__(self, config: EvaluatorConfig | None = None) -> None:
+        self.config = config or EvaluatorConfig()
+        self._bundle: DatasetBundle | None = None
+
+    @property
+    def bundle(self) -> DatasetBundle:
+        """The dataset, loaded once on first use."""
+        if self._bundle is None:
+            cfg = self.config
+            bundle = load_dataset(cfg.dataset, root=cfg.root, download=cfg.download, seed=cfg.seed,
+                                  **cfg.dataset_options)
+            for split in ("train", "test"):
+                if len(bundle.split(split)) == 0:
+                    raise ValueError(f"dataset {cfg.dataset!r}: the {split} split is empty")
+            self._bundle = bundle
+        return self._bundle
+
+    @property
+    def threat(self) -> ThreatModel:
+        """The threat model: the config's norm/eps, else the dataset's default."""
+        default = self.bundle.threat
+        return ThreatModel(self.config.norm or default.norm,
+                           self.config.eps if self.config.eps is not None else default.eps)
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.config.device)
+
+    def train_config(self) -> TrainConfig:
+        """The :class:`TrainConfig` that :meth:`evaluate` trains with."""
+        cfg, threat = self.config, self.threat
+        return TrainConfig(
+            recipe=cfg.recipe, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+            eps=threat.eps, norm=threat.norm, attack_steps=cfg.train_attack_steps,
+            seed=cfg.seed, progress=cfg.progress,
+        )
+
+    def check_model(self, model: nn.Module) -> None:
+        """Run one dummy forward; raise ``ValueError`` naming both shapes if the model does not
+        accept the dataset's input shape or does not return ``num_classes`` logits."""
+        shape, classes = self.bundle.input_shape, self.bundle.num_classes
+        x = torch.zeros(2, *shape, device=self.device)
+        try:
+            with torch.no_grad(), eval_mode(model, frozen=False):
+                out = logits_of(model.to(self.device)(x))
+        except Exception as err:  # the model's own error, re-raised with the shapes
+            raise ValueError(
+                f"the model does not accept dataset {self.bundle.name!r} inputs of shape {tuple(shape)} "
+                f"(batch shape {tuple(x.shape)}): {type(err).__name__}: {err}"
+            ) from err
+        if tuple(out.shape) != (2, classes):
+            raise ValueError(
+                f"the model returned shape {tuple(out.shape)} for a batch of 2 inputs of shape "
+                f"{tuple(shape)}; expected logits of shape (2, {classes}) for dataset {self.bundle.name!r}"
+            )
+
+    def evaluate(self, model: nn.Module, train: bool = True) -> dict[str, Any]:
+        """Train ``model`` with the recipe (unless ``train=False``), then measure it.
+
+        Returns a flat JSON-serialisable dict with the keys of ``METRIC_KEYS`` (accuracies
+        in [0, 1]) and ``certified_acc`` when ``config.certify`` is set.
+        """
+        cfg, bundle, threat, dev = self.config, self.bundle, self.threat, self.device
+        self.check_model(model)
+        history: dict[str, Any] = {}
+        train_seconds = 0.0
+        if train:
+            history = train_model(model, bundle, self.train_config(), device=dev)
+            train_seconds = float(history["train_seconds"])
+        model.to(dev)
+        t0 = time.perf_counter()
+        x_test, y_test = bundle.tensors("test")
+        x, y = x_test[: cfg.n_examples], y_test[: cfg.n_examples]
+        forked = [dev] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=forked):
+            torch.manual_seed(cfg.seed)
+            clean = accuracy(model, x_test, y_test, batch_size=cfg.eval_batch_size, device=dev)
+            pgd_acc = pgd_accuracy(model, x, y, eps=threat.eps, norm=threat.norm, steps=cfg.pgd_eval_steps,
+                                   batch_size=cfg.eval_batch_size, device=dev)
+            robust, _ = autoattack_accuracy(model, x, y, norm=threat.norm, eps=threat.eps, mode=cfg.attack,
+                                            batch_size=cfg.eval_batch_size, seed=cfg.seed, device=dev,
+                                            num_classes=bundle.num_classes)
+        metrics: dict[str, Any] = {
+            "clean_acc": clean,
+            "robust_acc": robust,
+            "pgd_acc": pgd_acc,
+        }
+        if cfg.certify:
+            from .bounds import certified_accuracy  # written alongside (DSRNA bounds); imported lazily
+
+            metrics["certified_acc"] = float(
+                certified_accuracy(model, x, y, eps=threat.eps, norm=threat.norm)
+            )
+        eval_seconds = time.perf_counter() - t0
+        metrics.update(
+            params=count_params(model),
+            flops=count_flops(model, bundle.input_shape),
+            latency_ms=measure_latency(model, bundle.input_shape, repeats=cfg.latency_repeats),
+            train_seconds=train_seconds,
+            eval_seconds=eval_seconds,
+            norm=threat.norm,
+            eps=threat.eps,
+            attack=cfg.attack,
+            n_examples=len(x),
+            dataset=bundle.name,
+            recipe=cfg.recipe if train else "none",
+            epochs=cfg.epochs if train else 0,
+        )
+        _logger.info(
+            "evaluated: clean %.4f, PGD-%d %.4f, AutoAttack(%s) %.4f, %d params",
+            clean, cfg.pgd_eval_steps, pgd_acc, cfg.attack, robust, metrics["params"],
+        )
+        return metrics
+
+    def record(self, model_name: str, metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A RobustBench-style JSON record of one evaluated model (accuracies as percents)."""
+        missing = [k for k in ("clean_acc", "robust_acc", "norm", "eps") if k not in metrics]
+        if missing:
+            raise ValueError(f"metrics lack {missing}; pass the dict returned by evaluate()")
+        record = {
+            "name": str(model_name),
+            "dataset": metrics.get("dataset", self.config.dataset),
+            "threat_model": {"linf": "Linf", "l2": "L2"}[metrics["norm"]],
+            "eps": metrics["eps"],
+            "clean_acc": round(100.0 * metrics["clean_acc"], 2),
+            "autoattack_acc": round(100.0 * metrics["robust_acc"], 2),
+            "autoattack_mode": metrics.get("attack", self.config.attack),
+            "n_examples": metrics.get("n_examples"),
+            "params": metrics.get("params"),
+            "additional_data": False,
+            "metrics": dict(metrics),
+            "evaluator": self.config.to_dict(),
+            "extra": dict(extra or {}),
+        }
+        json.dumps(record)  # fail here, not in the caller, if something is not JSON-able
+        return record
