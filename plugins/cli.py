@@ -1,0 +1,252 @@
+"""The ``robustnas`` command line: ``compare``, ``search``, ``evaluate``, ``optuna-worker``, ``list``.
+
+Options come from flags or from a YAML file (``--config``); flags win over the file.
+Every subcommand exits with status 0 on success, 1 on a run that failed and 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+_logger = logging.getLogger(__name__)
+
+
+class UsageError(ValueError):
+    """Bad input from the command line: reported without a traceback, exit status 2."""
+
+
+def _load_yaml(path: str | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"config file {path!r} does not exist")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path!r} must hold a mapping of option names to values")
+    return data
+
+
+def _merge(file_options: dict[str, Any], args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """Options from the YAML file, overridden by every flag the user actually gave."""
+    unknown = set(file_options) - set(names)
+    if unknown:
+        raise UsageError(f"unknown option(s) {sorted(unknown)} in config file; valid: {sorted(names)}")
+    merged = dict(file_options)
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None:
+            merged[name] = value
+    return merged
+
+
+def _add_evaluator_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("evaluator (the shared AutoAttack evaluator)")
+    g.add_argument("--dataset", help="dataset name (default: digits)")
+    g.add_argument("--root", help="local data root for torchvision datasets")
+    g.add_argument("--download", action="store_true", default=None, help="download the dataset into --root")
+    g.add_argument("--eps", type=float, help="attack radius (default: the dataset's)")
+    g.add_argument("--norm", choices=["linf", "l2"], help="threat model norm (default: the dataset's)")
+    g.add_argument("--recipe", help="training recipe: standard, pgd, trades, fgsm-rs")
+    g.add_argument("--epochs", type=int, help="training epochs per candidate")
+    g.add_argument("--attack", help="AutoAttack mode: fast or standard")
+    g.add_argument("--n-examples", dest="n_examples", type=int, help="test points attacked")
+    g.add_argument("--device", help="auto, cpu or cuda")
+
+
+_EVALUATOR_FLAGS = ("dataset", "root", "download", "eps", "norm", "recipe", "epochs", "attack", "n_examples", "device")
+
+
+def _evaluator_config(options: dict[str, Any], seed: int | None = None) -> Any:
+    from robustnas.plugins.evaluator import EvaluatorConfig
+
+    values = {k: options[k] for k in _EVALUATOR_FLAGS if options.get(k) is not None}
+    if seed is not None:
+        values["seed"] = seed
+    return EvaluatorConfig.from_dict(values)
+
+
+# ---------------------------------------------------------------------------- list
+def _cmd_list(args: argparse.Namespace) -> int:
+    from robustnas.plugins.evaluator import DATASETS, RECIPES
+    from robustnas.plugins.optuna import SAMPLERS
+    from robustnas.plugins.compare import PRESETS
+    from robustnas.search_spaces import SPACES
+    from robustnas.strategies import STRATEGIES
+
+    rows = {
+        "spaces": sorted(SPACES),
+        "strategies": sorted(STRATEGIES) + [f"optuna-{s}" for s in sorted(SAMPLERS)],
+        "samplers": sorted(SAMPLERS),
+        "datasets": list(DATASETS),
+        "recipes": list(RECIPES),
+        "presets": sorted(PRESETS),
+    }
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for key, names in rows.items():
+            print(f"{key:<11} {', '.join(names)}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- compare
+_COMPARE_FLAGS = ("preset", "space", "strategies", "seeds", "budget", "search_epochs", "top_k", "out") + _EVALUATOR_FLAGS
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from robustnas.plugins.compare import CompareConfig, compare
+    from robustnas.plugins.report import format_table
+
+    options = _merge(_load_yaml(args.config), args, _COMPARE_FLAGS)
+    config = CompareConfig.from_options(options)
+    result = compare(config, resume=args.resume, progress=not args.quiet)
+    print(format_table(result["summary"]))
+    print(f"\nrun folder: {result['out']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- search
+_SEARCH_FLAGS = ("space", "strategy", "seed", "budget", "search_epochs", "top_k", "out") + _EVALUATOR_FLAGS
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from robustnas.plugins.compare import CompareConfig, run_search
+
+    options = _merge(_load_yaml(args.config), args, _SEARCH_FLAGS)
+    strategy = options.pop("strategy", None)
+    if not strategy:
+        raise UsageError("search needs --strategy (see `robustnas list`)")
+    options["strategies"] = [strategy]
+    if "seed" in options:
+        options["seeds"] = [options.pop("seed")]
+    config = CompareConfig.from_options(options)
+    records = run_search(config, strategy, config.seeds[0], progress=not args.quiet)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{strategy}-seed{config.seeds[0]}.json"
+    path.write_text(json.dumps(records, indent=2))
+    for i, rec in enumerate(records):
+        print(f"[{i}] {json.dumps(rec['record']['sample'])}")
+    print(f"\n{len(records)} architecture record(s) written to {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- evaluate
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from robustnas.plugins.evaluator import RobustnessEvaluator
+    from robustnas.search_spaces import build_model
+
+    options = _merge(_load_yaml(args.config), args, _EVALUATOR_FLAGS + ("seed",))
+    path = Path(args.record)
+    if not path.is_file():
+        raise UsageError(f"record file {args.record!r} does not exist")
+    data = json.loads(path.read_text())
+    records = data if isinstance(data, list) else [data]
+    if not 0 <= args.index < len(records):
+        raise UsageError(f"--index {args.index} out of range: the file holds {len(records)} record(s)")
+    record = records[args.index]
+    record = record.get("record", record)  # accept search output entries and bare records
+    evaluator = RobustnessEvaluator(_evaluator_config(options, options.get("seed")))
+    model = build_model(record)
+    metrics = evaluator.evaluate(model)
+    out = {"record": record, "metrics": metrics}
+    text = json.dumps(out, indent=2)
+    if args.output:
+        Path(args.output).write_text(text)
+    print(text)
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robustnas",
+        description="Robust neural architecture search: ARNAS, DSRNA and TAM-NAS in NNI and Optuna, "
+        "judged by one shared AutoAttack evaluator.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list spaces, strategies, samplers, datasets, recipes and presets")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("compare", help="run several strategies head to head and write a report")
+    p.add_argument("--config", help="YAML file of options (flags override it)")
+    p.add_argument("--preset", help="demo, small or paper (default: demo)")
+    p.add_argument("--space", help="search space name")
+    p.add_argument("--strategies", nargs="+", help="strategy names, e.g. arnas dsrna tamnas random optuna-nsga2")
+    p.add_argument("--seeds", nargs="+", type=int, help="seeds; one search and retraining per seed")
+    p.add_argument("--budget", type=int, help="candidates evaluated by each multi-trial strategy")
+    p.add_argument("--search-epochs", dest="search_epochs", type=int, help="supernet epochs of one-shot strategies")
+    p.add_argument("--top-k", dest="top_k", type=int, help="architectures retrained per strategy and seed")
+    p.add_argument("--out", help="run folder (default: runs/<preset>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_evaluator_flags(p)
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("search", help="run one strategy on one space and write architecture records")
+    p.add_argument("--config", help="YAML file of options (flags override it)")
+    p.add_argument("--preset", help="preset whose budgets to use (default: demo)")
+    p.add_argument("--space", help="search space name")
+    p.add_argument("--strategy", help="strategy name (see `robustnas list`)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--budget", type=int, help="candidates evaluated (multi-trial strategies)")
+    p.add_argument("--search-epochs", dest="search_epochs", type=int, help="supernet epochs (one-shot strategies)")
+    p.add_argument("--top-k", dest="top_k", type=int, help="architectures to export")
+    p.add_argument("--out", help="folder for the records (default: runs/search)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_evaluator_flags(p)
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("evaluate", help="retrain and evaluate one architecture record with the shared evaluator")
+    p.add_argument("record", help="JSON file: one record, or a list of them (output of `search`)")
+    p.add_argument("--index", type=int, default=0, help="which record of a list (default 0)")
+    p.add_argument("--config", help="YAML file of evaluator options (flags override it)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--output", help="write the metrics JSON here too")
+    _add_evaluator_flags(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    from robustnas.plugins.optuna import add_worker_arguments, worker_command
+
+    p = sub.add_parser("optuna-worker", help="join an Optuna study from this process (any number of workers)")
+    add_worker_arguments(p)
+    p.set_defaults(func=worker_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``robustnas`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"robustnas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
+        # Library validation errors name the bad value and the valid ones: show them without a traceback.
+        print(f"robustnas {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"robustnas {args.command}: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

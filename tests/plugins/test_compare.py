@@ -1,0 +1,160 @@
+"""The head-to-head harness and the command line, end to end on digits with a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from robustnas.plugins import compare as compare_mod
+from robustnas.plugins.cli import main
+from robustnas.plugins.compare import CompareConfig, compare
+from robustnas.plugins.report import hypervolume_reference, summarise
+
+TINY = {
+    "preset": "demo",
+    "space_kwargs": {"width": 4, "num_cells": 3},
+    "strategies": ["random", "optuna-nsga2"],
+    "seeds": [0],
+    "budget": 2,
+    "search_epochs": 1,
+    "top_k": 2,
+    "search": {"recipe": "standard", "epochs": 1, "attack": "fast", "n_examples": 16},
+    "final": {"recipe": "pgd", "epochs": 1, "attack": "fast", "n_examples": 16},
+}
+
+
+def _config(out: Path, **changes) -> CompareConfig:
+    return CompareConfig.from_options({**TINY, "out": str(out), **changes})
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "run"
+    return out, compare(_config(out), progress=False)
+
+
+def test_compare_writes_results_report_and_plot(tiny_run):
+    out, result = tiny_run
+    for name in ("results.json", "report.md", "pareto.png", "optuna.journal"):
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads((out / "results.json").read_text())
+    assert sorted(data["done"]) == [["optuna-nsga2", 0], ["random", 0]]
+    for row in data["rows"]:
+        m = row["metrics"]
+        assert 0.0 <= m["robust_acc"] <= m["clean_acc"] <= 1.0
+        assert m["params"] > 0 and row["search_cost"]["candidates"] >= 1
+        assert row["record"]["space"] == "arnas"
+
+
+def test_report_has_one_row_per_strategy_traced_to_results_json(tiny_run):
+    out, result = tiny_run
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    report = (out / "report.md").read_text()
+    table_rows = [line for line in report.splitlines() if line.startswith("| ") and "strategy" not in line]
+    assert [line.split("|")[1].strip() for line in table_rows] == ["random", "optuna-nsga2"]
+    # Recompute every figure from results.json alone.
+    for entry in summarise(rows, ["random", "optuna-nsga2"]):
+        mine = [r for r in rows if r["strategy"] == entry["strategy"]]
+        best = max(mine, key=lambda r: (r["metrics"]["robust_acc"], r["metrics"]["clean_acc"]))
+        assert entry["best_clean_acc"] == max(r["metrics"]["clean_acc"] for r in mine)
+        assert entry["best_robust_acc"] == best["metrics"]["robust_acc"]
+        assert entry["params_of_best"] == best["metrics"]["params"]
+        assert entry["search_seconds"] == mine[0]["search_cost"]["wall_seconds"]
+        assert entry["hypervolume"] > 0
+        line = next(l for l in table_rows if l.split("|")[1].strip() == entry["strategy"])
+        assert f"{entry['best_robust_acc']:.3f}" in line and f"{entry['params_of_best']:,.0f}" in line
+    assert hypervolume_reference(rows)[2] == pytest.approx(1.1 * max(r["metrics"]["params"] for r in rows))
+
+
+def test_resume_after_interruption_does_not_redo_finished_units(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    config = _config(out, strategies=["random", "optuna-random"], top_k=1)
+
+    def stop_after_first(strategy, seed):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        compare(config, progress=False, on_unit_done=stop_after_first)
+    assert json.loads((out / "results.json").read_text())["done"] == [["random", 0]]
+
+    searched = []
+    real = compare_mod.run_search
+    monkeypatch.setattr(compare_mod, "run_search", lambda c, s, seed, progress=True: searched.append(s) or real(c, s, seed))
+    with pytest.raises(ValueError, match="--resume"):
+        compare(config, progress=False)
+    result = compare(config, resume=True, progress=False)
+    assert searched == ["optuna-random"]
+    assert sorted({r["strategy"] for r in result["rows"]}) == ["optuna-random", "random"]
+
+
+def test_resume_refuses_a_folder_from_another_configuration(tiny_run):
+    out, _ = tiny_run
+    with pytest.raises(ValueError, match="another configuration"):
+        compare(_config(out, budget=3), resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"strategies": ["nope"]}, "unknown strategy 'nope'"),
+        ({"space": "nope"}, "unknown space 'nope'"),
+        ({"budget": 0}, "budget must be a positive integer"),
+        ({"preset": "nope"}, "unknown preset 'nope'"),
+        ({"colour": "red"}, "unknown compare option"),
+    ],
+)
+def test_bad_compare_options_raise_clear_errors(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        _config(tmp_path / "x", **changes)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_unwritable_output_folder_is_reported(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    with pytest.raises(PermissionError, match="not writable"):
+        compare(_config(locked / "run"), progress=False)
+
+
+def test_unwritable_output_path_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="not writable"):
+        compare(_config(blocker / "run"), progress=False)
+
+
+def test_cli_search_then_evaluate_round_trips_a_record(tmp_path, capsys):
+    out = tmp_path / "search"
+    flags = ["--space", "arnas", "--budget", "2", "--top-k", "1", "--epochs", "1", "--recipe", "standard",
+             "--n-examples", "16", "--out", str(out), "-q"]
+    assert main(["search", "--strategy", "random", "--seed", "0", *flags]) == 0
+    path = out / "random-seed0.json"
+    records = json.loads(path.read_text())
+    assert len(records) == 1 and records[0]["record"]["space"] == "arnas"
+    capsys.readouterr()
+    assert main(["evaluate", str(path), "--epochs", "1", "--recipe", "pgd", "--n-examples", "16",
+                 "--output", str(tmp_path / "metrics.json")]) == 0
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    assert evaluated["record"] == records[0]["record"]
+    m = evaluated["metrics"]
+    assert m["clean_acc"] > 0.1 and m["robust_acc"] <= m["clean_acc"] and not math.isnan(m["pgd_acc"])
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
+    assert main(["compare", "--strategies", "nope", "--out", str(tmp_path / "r"), "-q"]) == 2
+    assert "unknown strategy 'nope'" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_list_names_every_registry(capsys):
+    assert main(["list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"arnas", "dsrna", "tiny"} <= set(listed["spaces"])
+    assert {"arnas", "dsrna", "tamnas", "random", "optuna-nsga2"} <= set(listed["strategies"])
+    assert "digits" in listed["datasets"] and "demo" in listed["presets"]
