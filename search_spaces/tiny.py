@@ -9,6 +9,7 @@ and ``layer<i>/width`` (``i`` counts layers over the whole network).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, Optional
 
@@ -190,7 +191,8 @@ class TinyRobustSpace(ModelSpace):
                 trial = {**sample, f"layer{index}/block": name}
                 # Earlier layers' blocks do not change this layer's size; fill them to freeze.
                 trial = {k: (v if v is not None else plan["blocks"][0]) for k, v in trial.items()}
-                with torch.device("meta"):  # sizes only: no memory, no initialisation
+                with torch.device("meta"), warnings.catch_warnings():  # sizes only: no memory, no init
+                    warnings.filterwarnings("ignore", message=".*meta parameter.*")  # a supernet's weights
                     module = layer.freeze(trial)
                 counts[name] = sum(p.numel() for p in module.parameters())
             pick = max if largest else min
