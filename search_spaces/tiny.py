@@ -119,6 +119,7 @@ class TinyRobustSpace(ModelSpace):
         self.layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = MutableLinear(in_features=prev, out_features=num_classes)
+        _logger.debug("TinyRobustSpace %s: %d layers, %d labels", kw["input_shape"], index, 2 * index)
 
     # ------------------------------------------------------------------ arguments
     @staticmethod
@@ -179,10 +180,9 @@ class TinyRobustSpace(ModelSpace):
     # ------------------------------------------------------------------ samples
     def _extreme_sample(self, largest: bool) -> Sample:
         sample: dict[str, Any] = {}
-        for plan, layer in zip(self.layer_plan, self.layers):
-            width = plan["widths"][-1 if largest else 0]
+        for plan in self.layer_plan:
             if len(plan["widths"]) > 1:
-                sample[f"layer{plan['index']}/width"] = width
+                sample[f"layer{plan['index']}/width"] = plan["widths"][-1 if largest else 0]
             sample[f"layer{plan['index']}/block"] = None
         for plan, layer in zip(self.layer_plan, self.layers):
             index = plan["index"]
