@@ -1,1 +1,84 @@
-"""robustnas."""
+"""robustnas strategies: ARNAS, DSRNA and TAM-NAS as NNI exploration strategies, plus a registry.
+
+``get_strategy(name, **kwargs)`` builds a strategy by name: ours (``arnas``,
+``dsrna``, ``tamnas``) or NNI's built-ins (``random``, ``evolution``, ``darts``,
+``gumbel-darts``, ``enas``, ``random-oneshot``). Other packages add strategies
+through the entry-point group ``robustnas.strategies`` (name -> ``module:attr``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+from .arnas import ARNAS, mgda_two_task
+from .dsrna import DSRNA
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["ARNAS", "DSRNA", "TAMNAS", "STRATEGIES", "ENTRY_POINT_GROUP", "available_strategies", "get_strategy",
+           "register_strategy", "mgda_two_task"]
+
+ENTRY_POINT_GROUP = "robustnas.strategies"
+
+#: Name -> ``"module:attribute"`` (imported lazily) or a strategy class/factory.
+STRATEGIES: dict[str, str | Callable[..., Any]] = {
+    "arnas": "robustnas.strategies.arnas:ARNAS",
+    "dsrna": "robustnas.strategies.dsrna:DSRNA",
+    "tamnas": "robustnas.strategies.tamnas:TAMNAS",
+    "random": "nni.nas.strategy:Random",
+    "evolution": "nni.nas.strategy:RegularizedEvolution",
+    "darts": "nni.nas.strategy:DARTS",
+    "gumbel-darts": "nni.nas.strategy:GumbelDARTS",
+    "enas": "nni.nas.strategy:ENAS",
+    "random-oneshot": "nni.nas.strategy:RandomOneShot",
+}
+
+
+def register_strategy(name: str, target: str | Callable[..., Any]) -> None:
+    """Register a strategy class (or ``"module:attr"`` path) under ``name``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"strategy name must be a non-empty string, got {name!r}")
+    STRATEGIES[name] = target
+
+
+def _entry_point_strategies() -> dict[str, Any]:
+    try:
+        return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    except Exception as err:  # noqa: BLE001 - broken third-party metadata must not break the registry
+        _logger.warning("could not read entry points %s: %s", ENTRY_POINT_GROUP, err)
+        return {}
+
+
+def available_strategies() -> list[str]:
+    """Every strategy name: built-in, registered and from entry points."""
+    return sorted(set(STRATEGIES) | set(_entry_point_strategies()))
+
+
+def _resolve(target: str | Callable[..., Any]) -> Callable[..., Any]:
+    if not isinstance(target, str):
+        return target
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def get_strategy(name: str, **kwargs: Any) -> Any:
+    """Build the strategy registered as ``name`` with ``kwargs``.
+
+    >>> get_strategy("dsrna", metric="jacobian", gamma=0.01)  # doctest: +SKIP
+    """
+    key = name.lower().replace("_", "-") if isinstance(name, str) else name
+    if key in STRATEGIES:
+        return _resolve(STRATEGIES[key])(**kwargs)
+    eps = _entry_point_strategies()
+    if key in eps:
+        return eps[key].load()(**kwargs)
+    raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(available_strategies())}")
+
+
+def __getattr__(name: str) -> Any:  # lazy: TAM-NAS lives in its own module
+    if name == "TAMNAS":
+        return _resolve(STRATEGIES["tamnas"])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,416 @@
+"""Shared machinery of the robust differentiable (DARTS-style) strategies ARNAS and DSRNA.
+
+:class:`RobustDartsModule` is NNI's :class:`DartsLightningModule` with the two
+phases of a search step split into overridable hooks:
+
+- :meth:`RobustDartsModule.prepare_train_batch` (ARNAS: PGD examples of the batch),
+- :meth:`RobustDartsModule.architecture_gradient` (the gradient the architecture
+  optimiser follows; first-order, or DARTS' second-order unrolled approximation
+  through :meth:`RobustDartsModule.unrolled_gradient`),
+- :meth:`RobustDartsModule.weight_loss`.
+
+:class:`RobustOneShotStrategy` is NNI's :class:`~nni.nas.strategy.DARTS` plus the
+threat model, the paper's weight optimiser (SGD, cosine schedule) and a record
+of the result (exported architecture with supernet-level metrics) for
+``pareto_front()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
+from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
+from nni.nas.strategy import DARTS
+from torch import nn
+
+from robustnas.plugins.evaluator.attacks import accuracy, pgd_accuracy
+from robustnas.plugins.evaluator.data import DEFAULT_THREATS, NORMS, DatasetBundle
+
+from .pareto import ParetoArchive
+
+_logger = logging.getLogger(__name__)
+
+WEIGHT_OPTIMIZERS = ("sgd", "evaluator")
+DEFAULT_EPS = 8 / 255
+
+Batch = Sequence[torch.Tensor]
+
+
+def resolve_threat(eps: float | None, norm: str | None, dataset: str | DatasetBundle | None) -> tuple[float, str]:
+    """``(eps, norm)`` from explicit values, else the dataset's default threat, else L-inf 8/255."""
+    default = None
+    if isinstance(dataset, DatasetBundle):
+        default = dataset.threat
+    elif isinstance(dataset, str):
+        if dataset not in DEFAULT_THREATS:
+            raise ValueError(f"unknown dataset {dataset!r}; datasets with a default threat: {sorted(DEFAULT_THREATS)}")
+        default = DEFAULT_THREATS[dataset]
+    elif dataset is not None:
+        raise TypeError(f"dataset must be a name or a DatasetBundle, got {type(dataset).__name__}")
+    if eps is None:
+        eps = default.eps if default is not None else DEFAULT_EPS
+    if norm is None:
+        norm = default.norm if default is not None else "linf"
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; valid norms: {', '.join(NORMS)}")
+    if not 0 < float(eps) <= 1:
+        raise ValueError(f"eps must be in (0, 1] (pixel space), got {eps!r}")
+    return float(eps), norm
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model output (first item of a tuple)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate tensors into one flat vector."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflat(vector: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Split a flat vector back into tensors shaped like ``like``."""
+    out, start = [], 0
+    for t in like:
+        out.append(vector[start:start + t.numel()].view_as(t))
+        start += t.numel()
+    return out
+
+
+class RobustDartsModule(DartsLightningModule):
+    """DARTS search step with hooks for robust objectives (ARNAS, DSRNA).
+
+    Differs from NNI's :class:`DartsLightningModule`: the architecture gradient
+    comes from :meth:`architecture_gradient` (optionally second-order), and the
+    weights can be trained with the papers' SGD + cosine schedule instead of
+    the evaluator's optimiser.
+    """
+
+    def __init__(
+        self,
+        training_module: nn.Module,
+        *,
+        arc_learning_rate: float = 3.0e-4,
+        gradient_clip_val: float | None = 5.0,
+        log_prob_every_n_step: int = 10,
+        warmup_epochs: int = 0,
+        unrolled: bool = False,
+        unrolled_r: float = 0.01,
+        weight_optimizer: str = "sgd",
+        weight_lr: float = 0.025,
+        weight_lr_min: float = 0.001,
+        weight_momentum: float = 0.9,
+        weight_decay: float = 3.0e-4,
+    ) -> None:
+        super().__init__(
+            training_module,
+            arc_learning_rate=arc_learning_rate,
+            gradient_clip_val=gradient_clip_val,
+            log_prob_every_n_step=log_prob_every_n_step,
+            warmup_epochs=warmup_epochs,
+        )
+        self.unrolled = unrolled
+        self.unrolled_r = unrolled_r
+        self.weight_optimizer = weight_optimizer
+        self.weight_lr = weight_lr
+        self.weight_lr_min = weight_lr_min
+        self.weight_momentum = weight_momentum
+        self.weight_decay = weight_decay
+        self._alphas: list[nn.Parameter] | None = None
+
+    # --- parameters and optimisers -------------------------------------------------
+
+    def alphas(self) -> list[nn.Parameter]:
+        """Architecture parameters, in a fixed order."""
+        if self._alphas is None:
+            self._alphas = self.arch_parameters()
+        return self._alphas
+
+    def weights(self) -> list[nn.Parameter]:
+        """Trainable supernet weights (everything but the architecture parameters)."""
+        arch = {id(p) for p in self.alphas()}
+        return [p for p in self.model.parameters() if p.requires_grad and id(p) not in arch]
+
+    def configure_optimizers(self) -> Any:
+        if self.weight_optimizer == "evaluator":
+            return super().configure_optimizers()
+        arch_optim = self.configure_architecture_optimizers()
+        arch_optim.is_arch_optimizer = True  # type: ignore[attr-defined]
+        sgd = torch.optim.SGD(self.weights(), lr=self.weight_lr, momentum=self.weight_momentum,
+                              weight_decay=self.weight_decay)
+        max_epochs = self.trainer.max_epochs if self.trainer is not None else None
+        if max_epochs is None or max_epochs < 1:
+            total, interval = max(1, int(self.trainer.estimated_stepping_batches)), "step"
+        else:
+            total, interval = max_epochs, "epoch"
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=total, eta_min=self.weight_lr_min)
+        return [sgd, arch_optim], [{"scheduler": sched, "interval": interval}]
+
+    def _weight_optimizer(self) -> torch.optim.Optimizer:
+        optimizers = self.optimizers()
+        if not isinstance(optimizers, list):
+            optimizers = [optimizers]
+        for opt in optimizers:
+            if not getattr(opt, "is_arch_optimizer", False):
+                return opt.optimizer if hasattr(opt, "optimizer") else opt
+        raise RuntimeError("no weight optimizer configured")
+
+    # --- losses ----------------------------------------------------------------------
+
+    def criterion_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The evaluator's criterion (cross-entropy if it has none) on ``model(x)``; no logging."""
+        criterion = getattr(self.training_module, "criterion", None) or F.cross_entropy
+        return criterion(logits_of(self.training_module(x)), y)
+
+    def prepare_train_batch(self, batch: Batch) -> Batch:
+        """The batch the weights train on (hook: ARNAS replaces it by adversarial examples)."""
+        return batch
+
+    def weight_objective(self, batch: Batch) -> torch.Tensor:
+        """The weight loss without logging (used by the unrolled virtual step)."""
+        return self.criterion_loss(batch[0], batch[1])
+
+    def weight_loss(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """The loss of the weight step; runs the evaluator's ``training_step`` so its metrics are logged."""
+        out = self.training_module.training_step(batch, 2 * batch_idx + 1)
+        return out["loss"] if isinstance(out, dict) else out
+
+    def architecture_gradient(self, train_batch: Batch, val_batch: Batch) -> list[torch.Tensor]:
+        """Gradient for the architecture optimiser (hook)."""
+        return self.gradient(lambda: self.criterion_loss(val_batch[0], val_batch[1]), train_batch)
+
+    def arch_phase(self) -> bool:
+        """Whether this step updates the architecture (after NNI's ``warmup_epochs``)."""
+        return self.warmup_epochs == 0 or self.trainer.current_epoch >= self.warmup_epochs
+
+    # --- the search step -------------------------------------------------------------
+
+    def training_step(self, batch: dict[str, Batch], batch_idx: int) -> torch.Tensor:
+        arc_optim = self.architecture_optimizers()
+        trn_batch = self.prepare_train_batch(batch["train"])
+        val_batch = batch["val"]
+
+        if self.arch_phase():
+            self.resample()
+            arc_optim.zero_grad()
+            grads = self.architecture_gradient(trn_batch, val_batch)
+            for p, g in zip(self.alphas(), grads):
+                p.grad = g.detach().clone()
+            arc_optim.step()
+
+        self.resample()
+        loss = self.weight_loss(trn_batch, batch_idx)
+        self.advance_optimization(loss, batch_idx, self.gradient_clip_val)
+        self.advance_lr_schedulers(batch_idx)
+        if batch_idx % self.log_prob_every_n_step == 0:
+            self.log_probs(self.export_probs())
+        return loss.detach()
+
+    def gradient(self, loss_fn: Callable[[], torch.Tensor], train_batch: Batch) -> list[torch.Tensor]:
+        """d loss_fn / d alpha: first order, or unrolled (second order) when ``self.unrolled``."""
+        if self.unrolled:
+            return self.unrolled_gradient(loss_fn, train_batch)
+        return self._grad(loss_fn(), self.alphas())
+
+    @staticmethod
+    def _grad(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        grads = torch.autograd.grad(loss, list(params), allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+    def unrolled_gradient(self, loss_fn: Callable[[], torch.Tensor], train_batch: Batch) -> list[torch.Tensor]:
+        """DARTS' second-order approximation (Liu et al., ICLR 2019, Eq. 7-8).
+
+        One virtual SGD step ``w' = w - xi * (grad_w L_train + wd * w)`` with the weight
+        optimiser's current learning rate ``xi`` (momentum left out: docs/fidelity.md), the
+        validation gradient at ``w'``, and the Hessian-vector product by central finite
+        differences with ``r / ||grad_w' L_val||``. Weights and buffers are restored.
+        """
+        alphas, weights = self.alphas(), self.weights()
+        opt = self._weight_optimizer()
+        xi = float(opt.param_groups[0]["lr"])
+        wd = float(opt.param_groups[0].get("weight_decay", 0.0))
+        saved_w = [p.detach().clone() for p in weights]
+        saved_b = [b.detach().clone() for b in self.model.buffers()]
+        try:
+            g_train = self._grad(self.weight_objective(train_batch), weights)
+            with torch.no_grad():
+                for p, g in zip(weights, g_train):
+                    p.sub_(xi * (g + wd * p))
+            grads = self._grad(loss_fn(), list(alphas) + list(weights))
+            d_alpha, d_w = grads[:len(alphas)], grads[len(alphas):]
+            norm = float(flat(d_w).norm())
+            if norm == 0.0:
+                return d_alpha
+            step = self.unrolled_r / norm
+            hessian = []
+            for sign in (1.0, -1.0):
+                with torch.no_grad():
+                    for p, w0, d in zip(weights, saved_w, d_w):
+                        p.copy_(w0 + sign * step * d)
+                hessian.append(self._grad(self.weight_objective(train_batch), alphas))
+            return [da - xi * (hp - hn) / (2 * step) for da, hp, hn in zip(d_alpha, *hessian)]
+        finally:
+            with torch.no_grad():
+                for p, w0 in zip(weights, saved_w):
+                    p.copy_(w0)
+                for b, b0 in zip(self.model.buffers(), saved_b):
+                    b.copy_(b0)
+
+
+class RobustOneShotStrategy(DARTS):
+    """NNI's DARTS strategy with a threat model, the papers' weight optimiser and result records.
+
+    Subclasses set :attr:`module_class` and pass their own keyword arguments to it
+    through :meth:`module_kwargs`.
+    """
+
+    module_class: type[RobustDartsModule] = RobustDartsModule
+    objectives: tuple[str, ...] = ("clean_acc", "pgd_acc", "params")
+
+    def __init__(
+        self,
+        *,
+        eps: float | None = None,
+        norm: str | None = None,
+        dataset: str | DatasetBundle | None = None,
+        unrolled: bool = False,
+        unrolled_r: float = 0.01,
+        weight_optimizer: str = "sgd",
+        weight_lr: float = 0.025,
+        weight_lr_min: float = 0.001,
+        weight_momentum: float = 0.9,
+        weight_decay: float = 3.0e-4,
+        arc_learning_rate: float = 3.0e-4,
+        gradient_clip_val: float | None = 5.0,
+        warmup_epochs: int = 0,
+        log_prob_every_n_step: int = 10,
+        eval_batches: int = 4,
+        eval_pgd_steps: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("penalty") is not None:
+            raise ValueError(f"{type(self).__name__} does not support NNI DARTS' profiler penalty")
+        kwargs.pop("penalty", None)
+        super().__init__(arc_learning_rate=arc_learning_rate, gradient_clip_val=gradient_clip_val,
+                         log_prob_every_n_step=log_prob_every_n_step, warmup_epochs=warmup_epochs, **kwargs)
+        if weight_optimizer not in WEIGHT_OPTIMIZERS:
+            raise ValueError(f"unknown weight_optimizer {weight_optimizer!r}; valid: {', '.join(WEIGHT_OPTIMIZERS)}")
+        for name, value in (("warmup_epochs", warmup_epochs), ("eval_batches", eval_batches)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.eps, self.norm = resolve_threat(eps, norm, dataset)
+        self.unrolled = unrolled
+        self.unrolled_r = unrolled_r
+        self.weight_optimizer = weight_optimizer
+        self.weight_lr = weight_lr
+        self.weight_lr_min = weight_lr_min
+        self.weight_momentum = weight_momentum
+        self.weight_decay = weight_decay
+        self.eval_batches = eval_batches
+        self.eval_pgd_steps = eval_pgd_steps
+        self._archive = ParetoArchive(self.objectives)
+        self._val_loader_fn: Callable[[], Any] | None = None
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :attr:`module_class` besides the common ones (hook)."""
+        return {}
+
+    def configure_oneshot_module(self, training_module: nn.Module) -> BaseOneShotLightningModule:
+        return self.module_class(
+            training_module,
+            arc_learning_rate=self.arc_learning_rate,
+            gradient_clip_val=self.gradient_clip_val,
+            log_prob_every_n_step=self.log_prob_every_n_step,
+            warmup_epochs=self.warmup_epochs,
+            unrolled=self.unrolled,
+            unrolled_r=self.unrolled_r,
+            weight_optimizer=self.weight_optimizer,
+            weight_lr=self.weight_lr,
+            weight_lr_min=self.weight_lr_min,
+            weight_momentum=self.weight_momentum,
+            weight_decay=self.weight_decay,
+            **self.module_kwargs(),
+        )
+
+    def train_dataloader(self, train_dataloader_fn, val_dataloader_fn):  # noqa: ANN001
+        self._val_loader_fn = val_dataloader_fn
+        return super().train_dataloader(train_dataloader_fn, val_dataloader_fn)
+
+    # --- results ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        super()._run()
+        record = self.final_record()
+        self._archive.add(record)
+        _logger.info("%s finished: %s", type(self).__name__, record["metrics"])
+
+    def extra_metrics(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Method-specific metrics of the final supernet on the validation tensors (hook)."""
+        return {}
+
+    def _val_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._val_loader_fn is None:
+            raise RuntimeError("the strategy has no validation loader; was it run?")
+        xs, ys = [], []
+        for i, (x, y) in enumerate(self._val_loader_fn()):
+            if i >= self.eval_batches:
+                break
+            xs.append(x)
+            ys.append(y)
+        if not xs:
+            raise RuntimeError("the validation loader is empty")
+        return torch.cat(xs), torch.cat(ys)
+
+    def final_record(self) -> dict[str, Any]:
+        """The exported architecture with supernet-level metrics on the validation split.
+
+        ``clean_acc`` and ``pgd_acc`` (PGD-``eval_pgd_steps``) are measured on the
+        supernet with its final architecture weights, not on the exported
+        architecture retrained; ``params`` is the exported architecture's size.
+        """
+        module = self.oneshot_module
+        module.set_model(self.supernet)
+        sample = module.export()
+        model = self.supernet
+        device = next(model.parameters()).device
+        x, y = self._val_tensors()
+        x, y = x.to(device), y.to(device)
+        was_training = model.training
+        try:
+            metrics: dict[str, Any] = {
+                "clean_acc": accuracy(model, x, y),
+                "pgd_acc": pgd_accuracy(model, x, y, eps=self.eps, norm=self.norm, steps=self.eval_pgd_steps),
+                "params": self._exported_params(sample),
+                "eps": self.eps,
+                "norm": self.norm,
+                "n_examples": int(len(y)),
+            }
+            metrics.update(self.extra_metrics(model, x, y))
+        finally:
+            model.train(was_training)
+        return {"sample": sample, "metrics": metrics, "level": "supernet", "strategy": type(self).__name__.lower()}
+
+    def _exported_params(self, sample: dict[str, Any]) -> int:
+        frozen = self.model_space.freeze(sample).executable_model()
+        return int(sum(p.numel() for p in frozen.parameters()))
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Every result record (``{"sample", "metrics", ...}``), JSON-able."""
+        return self._archive.records
+
+    def pareto_front(self) -> list[dict[str, Any]]:
+        """Non-dominated records over :attr:`objectives` (one record per one-shot run)."""
+        return self._archive.front()
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "archive": self._archive.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "archive" in state_dict:
+            self._archive.load_state_dict(state_dict["archive"])
+        super().load_state_dict(state_dict)

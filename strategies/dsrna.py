@@ -1,0 +1,270 @@
+"""DSRNA: differentiable search of robust neural architectures (Hosseini, Yang, Xie, CVPR 2021).
+
+DARTS whose architecture objective is ``val_loss - gamma * R`` with a
+differentiable robustness metric ``R``: the (negative) input-Jacobian norm, a
+certified lower bound of the logit margin from interval bound propagation
+through the supernet's mixed ops, or their sum.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustnas.plugins.evaluator.bounds import certified_accuracy, margin_lower_bound
+
+from ._oneshot import Batch, RobustDartsModule, RobustOneShotStrategy, logits_of
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["DSRNA", "DsrnaLightningModule", "jacobian_norm", "input_jacobian_norm", "bound_metric", "METRICS", "JACOBIAN_MODES",
+           "BOUND_REDUCTIONS"]
+
+METRICS = ("jacobian", "bound", "combined")
+JACOBIAN_MODES = ("exact", "projection")
+BOUND_REDUCTIONS = ("ce", "margin")
+
+
+def jacobian_norm(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    q: float = 1,
+    mode: str = "exact",
+    n_proj: int = 1,
+    create_graph: bool = True,
+) -> torch.Tensor:
+    """Mean over the batch of an input-Jacobian norm of ``model`` at ``x`` (DSRNA's Jacobian metric).
+
+    ``mode="exact"``: the ``q``-norm of the input gradient of the top logit (per example),
+    as in the DSRNA code. ``mode="projection"``: ``sqrt(K)`` times the mean ``q``-norm of
+    ``v^T J`` over ``n_proj`` random unit vectors ``v`` in logit space (for ``q=2``, its
+    square estimates ``||J||_F^2``; Hoffman et al., 2019). ``q=1`` pairs with L-inf attacks,
+    ``q=2`` with L2. ``create_graph=True`` keeps it differentiable w.r.t. the parameters.
+    """
+    x = x.detach().requires_grad_(True)
+    return input_jacobian_norm(logits_of(model(x)), x, q=q, mode=mode, n_proj=n_proj, create_graph=create_graph)
+
+
+def input_jacobian_norm(
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    q: float = 1,
+    mode: str = "exact",
+    n_proj: int = 1,
+    create_graph: bool = True,
+) -> torch.Tensor:
+    """:func:`jacobian_norm` from logits already computed from ``x`` (``x.requires_grad``), so the
+    loss and the metric share one forward pass (and one update of batch-norm statistics)."""
+    if mode not in JACOBIAN_MODES:
+        raise ValueError(f"unknown jacobian mode {mode!r}; valid: {', '.join(JACOBIAN_MODES)}")
+    if q not in (1, 2):
+        raise ValueError(f"q must be 1 or 2, got {q!r}")
+    if n_proj < 1:
+        raise ValueError(f"n_proj must be >= 1, got {n_proj}")
+    if mode == "exact":
+        top = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+        (grad,) = torch.autograd.grad(top, x, create_graph=create_graph, retain_graph=True)
+        return grad.flatten(1).norm(p=q, dim=1).mean()
+    norms = []
+    for _ in range(n_proj):
+        v = torch.randn_like(logits)
+        v = v / v.norm(dim=1, keepdim=True)
+        (grad,) = torch.autograd.grad((logits * v).sum(), x, create_graph=create_graph, retain_graph=True)
+        norms.append(grad.flatten(1).norm(p=q, dim=1))
+    return torch.stack(norms).mean() * math.sqrt(logits.shape[1])
+
+
+def bound_metric(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf", reduction: str = "ce"
+) -> torch.Tensor:
+    """DSRNA's certified-bound metric ``R_bound`` from interval bound propagation (larger = more robust).
+
+    ``reduction="ce"``: minus the cross-entropy of the worst-case logits ``-lb`` (the IBP
+    robust loss of Gowal et al., 2018; smooth and scale-robust). ``"margin"``: the mean
+    over the batch of the minimum margin lower bound. The paper uses linear bounds
+    (docs/fidelity.md).
+    """
+    if reduction not in BOUND_REDUCTIONS:
+        raise ValueError(f"unknown bound reduction {reduction!r}; valid: {', '.join(BOUND_REDUCTIONS)}")
+    lb = margin_lower_bound(model, x, y, eps, norm)
+    if reduction == "margin":
+        return lb.min(1).values.mean()
+    worst_logits = -lb.masked_fill(torch.isinf(lb), 0.0)
+    return -F.cross_entropy(worst_logits, y)
+
+
+class DsrnaLightningModule(RobustDartsModule):
+    """The DSRNA search step (see :class:`DSRNA`)."""
+
+    def __init__(self, training_module: Any, *, metric: str, gamma: float, q: float, jacobian_mode: str,
+                 n_proj: int, eps: float, norm: str, bound_reduction: str, weight_reg: float,
+                 regularizer_warmup_epochs: int, **kwargs: Any) -> None:
+        super().__init__(training_module, **kwargs)
+        self.metric = metric
+        self.gamma = gamma
+        self.q = q
+        self.jacobian_mode = jacobian_mode
+        self.n_proj = n_proj
+        self.eps = eps
+        self.norm = norm
+        self.bound_reduction = bound_reduction
+        self.weight_reg = weight_reg
+        self.regularizer_warmup_epochs = regularizer_warmup_epochs
+        self.r_history: list[float] = []
+
+    def robustness(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``R`` on a batch (larger = more robust), differentiable w.r.t. weights and architecture.
+
+        ``logits`` must come from ``x`` with ``x.requires_grad`` (one shared forward pass).
+        """
+        r = logits.new_zeros(())
+        if self.metric in ("jacobian", "combined"):
+            r = r - input_jacobian_norm(logits, x, q=self.q, mode=self.jacobian_mode, n_proj=self.n_proj)
+        if self.metric in ("bound", "combined"):
+            r = r + bound_metric(self.model, x.detach(), y, eps=self.eps, norm=self.norm,
+                                 reduction=self.bound_reduction)
+        return r
+
+    def regularized(self) -> bool:
+        """Whether the ``R`` terms are on (after ``regularizer_warmup_epochs`` of plain cross-entropy)."""
+        return self.trainer.current_epoch >= self.regularizer_warmup_epochs
+
+    def _arch_objective(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not (self.gamma and self.regularized()):
+            return self.criterion_loss(x, y)
+        x = x.detach().requires_grad_(True)
+        with _capture_output(self.model) as captured:
+            loss = self.criterion_loss(x, y)
+        r = self.robustness(x, y, captured[0])
+        self.r_history.append(float(r.detach()))
+        self.log("dsrna/R", r.detach())
+        return loss - self.gamma * r
+
+    def architecture_gradient(self, train_batch: Batch, val_batch: Batch) -> list[torch.Tensor]:
+        x, y = val_batch[0], val_batch[1]
+        return self.gradient(lambda: self._arch_objective(x, y), train_batch)
+
+    def _with_weight_reg(self, loss_fn: Any, batch: Batch) -> torch.Tensor:
+        if not (self.weight_reg and self.regularized()):
+            return loss_fn(batch)
+        x = batch[0].detach().requires_grad_(True)
+        with _capture_output(self.model) as captured:
+            loss = loss_fn([x, *batch[1:]])
+        return loss - self.weight_reg * self.robustness(x, batch[1], captured[0])
+
+    def weight_objective(self, batch: Batch) -> torch.Tensor:
+        return self._with_weight_reg(super().weight_objective, batch)
+
+    def weight_loss(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self._with_weight_reg(lambda b: super(DsrnaLightningModule, self).weight_loss(b, batch_idx), batch)
+
+
+@contextlib.contextmanager
+def _capture_output(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Capture the logits of the next forward of ``model`` (to share it between loss and ``R``)."""
+    captured: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, args: Any, output: Any) -> None:
+        if not captured:
+            captured.append(logits_of(output))
+
+    handle = model.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+class DSRNA(RobustOneShotStrategy):
+    """DSRNA (Hosseini, Yang, Xie, "DSRNA: Differentiable Search of Robust Neural
+    Architectures", CVPR 2021) as an NNI one-shot strategy.
+
+    DARTS with the architecture loss ``val_loss - gamma * R``:
+
+    - ``metric="jacobian"``: ``R = -E_x ||J(x)||_q`` (:func:`jacobian_norm`, exact input
+      gradient of the top logit, or ``jacobian_mode="projection"``);
+    - ``metric="bound"``: ``R`` from certified lower bounds of the logit margins within
+      ``eps`` by interval bound propagation through the mixed ops (:func:`bound_metric`;
+      the paper's linear bounds are tighter, docs/fidelity.md);
+    - ``metric="combined"``: ``R_bound + R_jacobian``.
+
+    No adversarial training during search. The first ``warmup_epochs`` use plain
+    cross-entropy (no ``R`` term) while the architecture keeps updating (docs/fidelity.md);
+    ``weight_reg > 0`` also subtracts ``weight_reg * R`` from the weight loss (the first
+    author's re-implementation uses 1e-4). Optimisers as DARTS (weights SGD 0.025 cosine,
+    momentum 0.9, wd 3e-4; architecture Adam 3e-4, betas (0.5, 0.999), wd 1e-3).
+
+    Example::
+
+        from nni.nas.experiment import NasExperiment
+        strategy = DSRNA(metric="jacobian", gamma=0.01, dataset="digits")
+        NasExperiment(space, evaluator, strategy).run()
+        strategy.pareto_front()[0]["sample"]
+    """
+
+    module_class = DsrnaLightningModule
+
+    def __init__(
+        self,
+        *,
+        metric: str = "jacobian",
+        gamma: float = 0.01,
+        q: float = 1,
+        jacobian_mode: str = "exact",
+        n_proj: int = 1,
+        bound_reduction: str = "ce",
+        weight_reg: float = 0.0,
+        warmup_epochs: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(warmup_epochs=0, **kwargs)
+        if metric not in METRICS:
+            raise ValueError(f"unknown DSRNA metric {metric!r}; valid: {', '.join(METRICS)}")
+        if jacobian_mode not in JACOBIAN_MODES:
+            raise ValueError(f"unknown jacobian_mode {jacobian_mode!r}; valid: {', '.join(JACOBIAN_MODES)}")
+        if bound_reduction not in BOUND_REDUCTIONS:
+            raise ValueError(f"unknown bound_reduction {bound_reduction!r}; valid: {', '.join(BOUND_REDUCTIONS)}")
+        if q not in (1, 2):
+            raise ValueError(f"q must be 1 or 2, got {q!r}")
+        for name, value in (("gamma", gamma), ("weight_reg", weight_reg), ("warmup_epochs", warmup_epochs)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        self.metric = metric
+        self.gamma = gamma
+        self.q = q
+        self.jacobian_mode = jacobian_mode
+        self.n_proj = n_proj
+        self.bound_reduction = bound_reduction
+        self.weight_reg = weight_reg
+        self.regularizer_warmup_epochs = warmup_epochs
+
+    def module_kwargs(self) -> dict[str, Any]:
+        return {"metric": self.metric, "gamma": self.gamma, "q": self.q, "jacobian_mode": self.jacobian_mode,
+                "n_proj": self.n_proj, "eps": self.eps, "norm": self.norm, "bound_reduction": self.bound_reduction,
+                "weight_reg": self.weight_reg, "regularizer_warmup_epochs": self.regularizer_warmup_epochs}
+
+    def extra_metrics(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """``jacobian_norm`` with batch statistics (as the search objective sees the supernet;
+        running statistics are left untouched), and eval-mode IBP ``margin_lower_bound`` and
+        ``certified_acc`` at the strategy's ``eps``."""
+        saved = [b.detach().clone() for b in model.buffers()]
+        model.train()
+        try:
+            jac = float(jacobian_norm(model, x, q=self.q, create_graph=False).detach())
+        finally:
+            with torch.no_grad():
+                for b, b0 in zip(model.buffers(), saved):
+                    b.copy_(b0)
+        model.eval()
+        with torch.no_grad():
+            margin = float(margin_lower_bound(model, x, y, self.eps, self.norm).min(1).values.mean())
+        certified = certified_accuracy(model, x, y, self.eps, self.norm)
+        return {"jacobian_norm": jac, "margin_lower_bound": margin, "certified_acc": certified}
