@@ -91,6 +91,10 @@ class EvaluatorConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.dataset_options, dict):
             raise TypeError(f"dataset_options must be a dict, got {type(self.dataset_options).__name__}")
+        try:  # JSON form (tuples become lists), so that to_dict/from_dict round-trip exactly
+            self.dataset_options = json.loads(json.dumps(self.dataset_options))
+        except TypeError as err:
+            raise TypeError(f"dataset_options must be JSON-serialisable: {err}") from err
         if str(self.device) != "auto":
             torch.device(self.device)  # raises for an unknown device string
 
