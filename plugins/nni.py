@@ -267,6 +267,11 @@ class ExperimentResult:
     top_models: list[dict[str, Any]]
     experiment: Any = dataclasses.field(repr=False, default=None)
 
+    @property
+    def exported(self) -> list[dict[str, Any]]:
+        """The samples of :attr:`top_models` (what ``NasExperiment.export_top_models(formatter="dict")`` gives)."""
+        return [record["sample"] for record in self.top_models]
+
     def front(self, objectives: Sequence[str] = ("clean_acc", "robust_acc", "params")) -> list[dict[str, Any]]:
         """Non-dominated records over ``objectives`` (``robustnas.strategies.pareto.ParetoArchive``)."""
         from robustnas.strategies.pareto import ParetoArchive
@@ -303,13 +308,15 @@ def run_experiment(
     engines = ("sequential", "ts")
     if engine not in engines:
         raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(engines)}")
-    config = NasExperimentConfig.default(space, evaluator, strategy)
-    if config.execution_engine.name != "sequential":  # multi-trial strategy: honour `engine`
-        if engine == "ts":
-            config = NasExperimentConfig("ts", "simplified", "local", trial_concurrency=trial_concurrency)
-            config.training_service.use_active_gpu = False
-        else:
-            config = NasExperimentConfig("sequential", "simplified")
+    from nni.nas.oneshot.pytorch.strategy import OneShotStrategy, is_supernet
+
+    if isinstance(strategy, OneShotStrategy) or is_supernet(space):  # weights live in this process
+        config = NasExperimentConfig("sequential", "raw")
+    elif engine == "ts":
+        config = NasExperimentConfig("ts", "simplified", "local", trial_concurrency=trial_concurrency)
+        config.training_service.use_active_gpu = False
+    else:
+        config = NasExperimentConfig("sequential", "simplified")
     if max_trial_number is not None:
         config.max_trial_number = max_trial_number
     if working_dir is not None:

@@ -17,7 +17,7 @@ from ._samplers import SAMPLERS, make_sampler
 from ._space import suggest_architecture
 from ._storage import create_study, open_storage
 from ._strategy import OptunaStrategy
-from ._worker import Worker, add_worker_arguments, reap_stale_trials, worker_command
+from ._worker import Worker, add_worker_arguments, reap_stale_trials, start_worker, worker_command
 
 __all__ = [
     "SAMPLERS",
@@ -33,6 +33,7 @@ __all__ = [
     "pareto_records",
     "reap_stale_trials",
     "save_plots",
+    "start_worker",
     "suggest_architecture",
     "trial_record",
     "worker_command",

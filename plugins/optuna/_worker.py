@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -336,3 +337,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return worker_command(args)
+
+
+def _process_main(argv: list[str]) -> None:
+    raise SystemExit(main(argv))
+
+
+def start_worker(argv: Sequence[str], context: str = "forkserver") -> multiprocessing.process.BaseProcess:
+    """Start one worker process running ``python -m robustnas.plugins.optuna <argv>``.
+
+    With the default ``forkserver`` context the heavy imports (torch, NNI, Lightning) are done
+    once in the fork server and every further worker starts in well under a second; the
+    workers share nothing but the storage. ``process.exitcode`` is :func:`worker_command`'s.
+    """
+    ctx = multiprocessing.get_context(context)
+    if context == "forkserver":
+        ctx.set_forkserver_preload([__name__, "robustnas.search_spaces", "robustnas.plugins.evaluator"])
+    process = ctx.Process(target=_process_main, args=(list(argv),), name="optuna-worker")
+    process.start()
+    return process
