@@ -293,12 +293,14 @@ def run_experiment(
     working_dir: str | Path | None = None,
     port: int = 8080,
     trial_concurrency: int = 1,
+    trial_threads: int | None = None,
     debug: bool = False,
 ) -> ExperimentResult:
     """Run ``NasExperiment(space, evaluator, strategy)`` and collect every trial's raw metrics.
 
     ``engine`` is ``"sequential"`` (in this process; the default) or ``"ts"`` (NNI's training
-    service: local trial processes managed by the NNI manager on ``port``). One-shot strategies
+    service: local trial processes managed by the NNI manager on ``port``, ``trial_concurrency``
+    at a time, each with ``trial_threads`` torch threads if given). One-shot strategies
     always run sequentially with the raw model format (NNI's default for them). Returns
     records ``{"sample", "metrics", "record", "status"}`` and ``top_models`` as records of the
     strategy's best models (by NNI's ``default`` scalar).
@@ -315,6 +317,8 @@ def run_experiment(
     elif engine == "ts":
         config = NasExperimentConfig("ts", "simplified", "local", trial_concurrency=trial_concurrency)
         config.training_service.use_active_gpu = False
+        if trial_threads is not None:  # trial processes otherwise use every core each
+            config._trial_command_params = {"envs": f"OMP_NUM_THREADS={int(trial_threads)}"}
     else:
         config = NasExperimentConfig("sequential", "simplified")
     if max_trial_number is not None:
