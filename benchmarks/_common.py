@@ -1,0 +1,252 @@
+"""Shared helpers of the benchmark scripts: machine description, paired timing, JSON results.
+
+Every ``bench_<name>.py`` script measures its numbers in one run on one machine, prints a
+short table (ratio, absolute numbers, machine) and writes ``benchmarks/results/<name>.json``
+with the layout of :func:`write_result`. Timings are taken as *interleaved rounds* (every
+variant once per round, in the same order) and ratios as the median of the per-round ratios,
+so that load from other processes on a shared machine hits both sides of a ratio alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def quiet() -> None:
+    """Silence the known third-party warnings and info logs that would bury the tables."""
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
+    warnings.filterwarnings("ignore", category=UserWarning, module="lightning_fabric")
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    for name in ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "optuna"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:
+        pass
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark script takes: ``--quick``, ``--threads``, ``--out``."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="a smaller, faster run (for development and CI)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads per process (default 1: comparable across machines and "
+                        "with the scale-out benchmark, which runs one single-threaded process per worker)")
+    p.add_argument("--out", default=str(RESULTS_DIR), help="folder of the JSON result (benchmarks/results)")
+    return p
+
+
+def setup(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (also for child processes) and quiet the logs."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
+    quiet()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def loadavg() -> list[float] | None:
+    """The 1/5/15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: CPU model, cores, torch threads and versions, load."""
+    import torch
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    info = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "loadavg_start": loadavg(),
+    }
+    return info
+
+
+def machine_line(info: Mapping[str, Any]) -> str:
+    """One line describing the machine, for the printed table."""
+    return (f"machine: {info['cpu']}, {info['usable_cores']}/{info['cores']} cores, "
+            f"torch {info['torch']} with {info['torch_threads']} thread(s), python {info['python']}, "
+            f"load average at start {info['loadavg_start']}, at end {info.get('loadavg_end')}")
+
+
+def interleaved(fns: Mapping[str, Callable[[], Any]], rounds: int, warmup: int = 1,
+                sync: Callable[[], None] | None = None) -> dict[str, list[float]]:
+    """Seconds of each callable over ``rounds`` rounds; each round calls every callable once,
+    in order, after ``warmup`` untimed rounds. ``sync`` (e.g. ``torch.cuda.synchronize``) runs
+    before each clock read."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(warmup + rounds):
+        for name, fn in fns.items():
+            if sync:
+                sync()
+            t0 = time.perf_counter()
+            fn()
+            if sync:
+                sync()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def paired_ratio(num: Sequence[float], den: Sequence[float]) -> float:
+    """Median over rounds of ``num[i] / den[i]`` (paired: both measured in the same round)."""
+    return median([a / b for a, b in zip(num, den)])
+
+
+def spread(values: Sequence[float]) -> float:
+    """Relative spread of repeated timings: (p75 - p25) / median (0 for fewer than 4 values)."""
+    if len(values) < 4:
+        return 0.0
+    q = statistics.quantiles(values, n=4)
+    return float((q[2] - q[0]) / statistics.median(values))
+
+
+def target(name: str, value: float, goal: float, kind: str, unit: str = "") -> dict[str, Any]:
+    """One target check: ``kind`` is ``"<="`` (value at most goal) or ``">="``."""
+    if kind not in ("<=", ">="):
+        raise ValueError(f"unknown target kind {kind!r}; valid: '<=', '>='")
+    met = value <= goal if kind == "<=" else value >= goal
+    return {"name": name, "value": round(float(value), 4), "target": f"{kind} {goal}{unit}", "met": bool(met)}
+
+
+def command_line() -> str:
+    """The command that produced this result, relative to the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(REPO_ROOT)
+    except ValueError:
+        pass
+    return " ".join([".venv/bin/python", shlex.quote(str(script)), *map(shlex.quote, sys.argv[1:])])
+
+
+def write_result(name: str, args: argparse.Namespace, info: dict[str, Any], config: Mapping[str, Any],
+                 results: Mapping[str, Any], targets: Sequence[Mapping[str, Any]],
+                 notes: Sequence[str] = ()) -> Path:
+    """Write ``<out>/<name>.json`` atomically and return its path.
+
+    Layout: ``benchmark``, ``command``, ``quick``, ``date`` (UTC), ``machine``, ``config`` (what
+    was measured), ``results`` (absolute numbers), ``targets`` (each ``name``, ``value``,
+    ``target``, ``met``), ``notes``.
+    """
+    info["loadavg_end"] = loadavg()
+    data = {
+        "benchmark": name,
+        "command": command_line(),
+        "quick": bool(args.quick),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": info,
+        "config": dict(config),
+        "results": dict(results),
+        "targets": list(targets),
+        "notes": list(notes),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}-", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A plain aligned text table on stdout (benchmarks are scripts: printing is their output)."""
+    cells = [[str(h) for h in header]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for i, row in enumerate(cells):
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        if i == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+
+
+def print_targets(targets: Sequence[Mapping[str, Any]], info: Mapping[str, Any], path: Path) -> None:
+    """The target lines, the machine line and where the JSON went."""
+    for t in targets:
+        print(f"  target {t['name']}: {t['value']} (goal {t['target']}) -> {'MET' if t['met'] else 'MISSED'}")
+    print("  " + machine_line(info))
+    print(f"  wrote {path}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value == 0 or 0.01 <= abs(value) < 1e5:
+            return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+        return f"{value:.3g}"
+    return str(value)
+
+
+def demo_space_kwargs(space_name: str, bundle: Any) -> tuple[dict[str, Any], list[str]]:
+    """The demo preset's space arguments for ``space_name`` on ``bundle``, made valid.
+
+    Returns ``(kwargs, notes)``. Where the preset asks for fewer cells than the space allows
+    (ARNAS needs 4 so that robust cells exist), the minimum is used and a note says so.
+    """
+    from robustnas.plugins.compare import PRESETS
+    from robustnas.search_spaces import get_space
+
+    demo = PRESETS["demo"]
+    kwargs = dict(demo["space_kwargs"]) if demo["space"] == space_name else {}
+    base = {"input_shape": tuple(bundle.input_shape), "num_classes": bundle.num_classes}
+    notes: list[str] = []
+    try:
+        get_space(space_name, **base, **kwargs)
+    except ValueError as exc:
+        if "num_cells" not in str(exc):
+            raise
+        asked = kwargs.get("num_cells")
+        kwargs["num_cells"] = 4
+        get_space(space_name, **base, **kwargs)
+        notes.append(f"the demo preset asks {space_name} num_cells={asked}, which the space rejects "
+                     f"({exc}); used num_cells=4")
+    return {**base, **kwargs}, notes

@@ -1,0 +1,83 @@
+"""Run the benchmark scripts in order (``make bench``) and print one summary of their targets.
+
+Each benchmark runs as its own process (``benchmarks/bench_<name>.py``), writes
+``benchmarks/results/<name>.json``, and this script reads those files back for the summary
+(and writes ``benchmarks/results/summary.json``).
+
+    .venv/bin/python benchmarks/run_all.py                 # all six, in order
+    .venv/bin/python benchmarks/run_all.py autoattack scaleout --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+
+#: The benchmarks in the order of the issue: name -> what it measures.
+BENCHMARKS: dict[str, str] = {
+    "adv_training": "1. PGD-k training step / clean step vs ideal k+1",
+    "autoattack": "2. AutoAttack fast vs standard: speed-up and gap",
+    "evaluator": "3. evaluator throughput (demo preset) and time split",
+    "oneshot": "4. one-shot search epoch cost vs NNI DARTS, against the pass-count ideal",
+    "search_quality": "5. search quality at equal budget vs random search (3 seeds)",
+    "scaleout": "6. 2 Optuna workers vs 1 on one journal file",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", help=f"a subset to run, in the given order (default all: {', '.join(BENCHMARKS)})")
+    p.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per benchmark process (1)")
+    p.add_argument("--out", default=str(C.RESULTS_DIR), help="results folder (benchmarks/results)")
+    p.add_argument("--keep-going", action="store_true", help="run the remaining benchmarks after a failure")
+    args = p.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        p.error(f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
+    names = args.names or list(BENCHMARKS)
+    here = Path(__file__).resolve().parent
+    status: dict[str, dict] = {}
+    start = time.perf_counter()
+    for name in names:
+        cmd = [sys.executable, str(here / f"bench_{name}.py"), "--threads", str(args.threads), "--out", args.out]
+        if args.quick:
+            cmd.append("--quick")
+        print(f"\n=== {BENCHMARKS[name]}  ({' '.join(cmd[1:])})", flush=True)
+        t0 = time.perf_counter()
+        code = subprocess.call(cmd)
+        status[name] = {"exit_code": code, "seconds": round(time.perf_counter() - t0, 1)}
+        if code != 0:
+            print(f"!!! bench_{name}.py failed with exit code {code}", flush=True)
+            if not args.keep_going:
+                break
+    total = time.perf_counter() - start
+    rows, summary = [], {"total_seconds": round(total, 1), "quick": args.quick, "benchmarks": {}}
+    for name, st in status.items():
+        path = Path(args.out) / f"{name}.json"
+        data = json.loads(path.read_text()) if st["exit_code"] == 0 and path.exists() else None
+        targets = data["targets"] if data else []
+        summary["benchmarks"][name] = {**st, "targets": targets}
+        if not targets:
+            rows.append([name, "-" if data else "FAILED", "-", "-", st["seconds"]])
+        for t in targets:
+            rows.append([name, t["name"], t["value"], f"{t['target']} {'MET' if t['met'] else 'MISSED'}",
+                         st["seconds"]])
+    C.print_table(f"Summary ({total / 60:.1f} min, {'quick' if args.quick else 'full'} runs)",
+                  ["benchmark", "measure", "value", "target", "seconds"], rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return 0 if all(st["exit_code"] == 0 for st in status.values()) and len(status) == len(names) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
