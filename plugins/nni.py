@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "robust_evaluator", "evaluate_candidate", "classification_evaluator",
-    "MetricsCollector", "ExperimentResult", "run_experiment",
+    "MetricsCollector", "ExperimentResult", "run_experiment", "architecture_record", "to_json",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ _EVALUATORS: dict[str, Any] = {}  # per-process cache: one dataset load per conf
 _EVALUATORS_LOCK = threading.Lock()
 
 
-def _to_json(value: Any) -> Any:
+def to_json(value: Any) -> Any:
+    """A JSON-safe copy: dataclasses to dicts, numpy/torch scalars to numbers, tuples to lists."""
     def default(obj: Any) -> Any:
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             return dataclasses.asdict(obj)
@@ -68,7 +69,7 @@ def _config_dict(config: Any) -> dict[str, Any]:
     if not isinstance(config, EvaluatorConfig):
         raise TypeError(f"config must be an EvaluatorConfig or a dict, got {type(config).__name__}")
     to_dict = getattr(config, "to_dict", None)
-    return _to_json(to_dict() if callable(to_dict) else dataclasses.asdict(config))
+    return to_json(to_dict() if callable(to_dict) else dataclasses.asdict(config))
 
 
 def _evaluator_for(config: Mapping[str, Any]) -> Any:
@@ -97,9 +98,9 @@ def evaluate_candidate(model: nn.Module, config: dict[str, Any], default: str = 
     The function behind :func:`robust_evaluator` (top level, so a training-service trial
     imports it by name). Reports ``metrics | {"default": metrics[default]}`` through
     ``nni.report_final_result`` (negated when ``default`` is a minimised metric, because NNI
-    strategies maximise ``default``) and returns the same dict.
+    strategies maximise ``default``; see docs/fidelity.md) and returns the same dict.
     """
-    metrics = _to_json(_evaluator_for(config).evaluate(model, train=train))
+    metrics = to_json(_evaluator_for(config).evaluate(model, train=train))
     if default not in metrics:
         raise KeyError(f"default metric {default!r} is not among the evaluator's metrics {sorted(metrics)}")
     report = {**metrics, "default": _default_value(metrics, default)}
@@ -161,16 +162,18 @@ def classification_evaluator(
                           weight_decay=weight_decay, num_classes=bundle.num_classes, **trainer)
 
 
-def _record_for(space: Any, sample: Any) -> dict[str, Any] | None:
+def architecture_record(space: Any, sample: Any) -> dict[str, Any] | None:
+    """``export_record(space, sample)``; ``{"space": None, "kwargs": {}, "sample"}`` for a space that is
+    not a registered robustnas space; ``None`` without a space or a sample."""
     if space is None or sample is None:
         return None
     from robustnas.search_spaces import export_record
 
     try:
-        return _to_json(export_record(space, sample))
-    except (ValueError, KeyError, TypeError) as exc:
-        _logger.debug("no record for %s: %s", type(space).__name__, exc)
-        return None
+        return to_json(export_record(space, sample))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        _logger.debug("no exportable record for %s (%s); keeping the sample only", type(space).__name__, exc)
+        return {"space": None, "kwargs": {}, "sample": to_json(sample)}
 
 
 class MetricsCollector:
@@ -241,8 +244,8 @@ class MetricsCollector:
     def _record(self, model: Any) -> dict[str, Any]:
         record = self._by_model.get(id(model))
         if record is None:
-            sample = _to_json(model.sample) if model.sample is not None else None
-            record = {"sample": sample, "metrics": None, "record": _record_for(self.space, sample),
+            sample = to_json(model.sample) if model.sample is not None else None
+            record = {"sample": sample, "metrics": None, "record": architecture_record(self.space, sample),
                       "status": ModelStatus.Training.value}
             self._by_model[id(model)] = record
             self._records.append(record)
@@ -251,7 +254,7 @@ class MetricsCollector:
     def _on_final_metric(self, event: FinalMetricEvent) -> None:
         metric = event.metric
         with self._lock:
-            self._record(event.model)["metrics"] = _to_json(metric if isinstance(metric, dict)
+            self._record(event.model)["metrics"] = to_json(metric if isinstance(metric, dict)
                                                             else {"default": metric})
 
     def _on_training_end(self, event: TrainingEndEvent) -> None:
@@ -337,8 +340,8 @@ def run_experiment(
     records = collector.records
     top = []
     for sample in samples:
-        sample = _to_json(sample)
+        sample = to_json(sample)
         match = next((r for r in records if r["sample"] == sample), None)
-        top.append(match or {"sample": sample, "metrics": None, "record": _record_for(space, sample),
+        top.append(match or {"sample": sample, "metrics": None, "record": architecture_record(space, sample),
                              "status": ModelStatus.Trained.value})
     return ExperimentResult(records=records, top_models=top, experiment=experiment)

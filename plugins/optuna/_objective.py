@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import traceback
@@ -10,6 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import optuna
+
+from robustnas.plugins.nni import architecture_record, to_json
 
 from ._space import suggest_architecture
 
@@ -33,17 +34,6 @@ def objective_directions(objectives: Sequence[str]) -> list[str]:
     return directions_for(list(objectives))
 
 
-def to_json(value: Any) -> Any:
-    """A JSON-safe copy (numpy / torch scalars become floats, tuples lists)."""
-    def default(obj: Any) -> Any:
-        if hasattr(obj, "item"):
-            return obj.item()
-        if hasattr(obj, "tolist"):
-            return obj.tolist()
-        return str(obj)
-    return json.loads(json.dumps(value, default=default))
-
-
 def _as_evaluator(evaluator: Any) -> Any:
     """A ``RobustnessEvaluator`` from an evaluator, an ``EvaluatorConfig`` or a config dict."""
     if hasattr(evaluator, "evaluate"):
@@ -59,17 +49,6 @@ def _as_evaluator(evaluator: Any) -> Any:
     )
 
 
-def architecture_record(space: Any, sample: dict[str, Any]) -> dict[str, Any]:
-    """``export_record(space, sample)`` for robustnas spaces; ``{"space": None, "sample"}`` else."""
-    from robustnas.search_spaces import export_record
-
-    try:
-        return to_json(export_record(space, sample))
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        _logger.debug("no exportable record for %s (%s); keeping the sample only", type(space).__name__, exc)
-        return {"space": None, "kwargs": {}, "sample": to_json(sample)}
-
-
 class RobustObjective:
     """Multi-objective Optuna objective over an NNI model space, judged by the shared evaluator.
 
@@ -80,7 +59,8 @@ class RobustObjective:
 
     A candidate that fails (build, training or evaluation raises) does not stop the study: the
     trial is returned as NaN, which Optuna records as FAIL, with the reason in the user
-    attribute ``fail_reason`` and the traceback in the log. ``KeyboardInterrupt`` propagates.
+    attribute ``fail_reason`` and the traceback in the log (no penalty value, no retry; see
+    docs/fidelity.md). ``KeyboardInterrupt`` propagates.
 
     Example::
 

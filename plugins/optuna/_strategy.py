@@ -14,10 +14,9 @@ from nni.nas.space import ExecutableModelSpace, ModelStatus
 from nni.nas.strategy import Strategy
 from optuna.trial import TrialState
 
-from ._objective import (
-    ATTR_FAIL, ATTR_METRICS, ATTR_RECORD, ATTR_SAMPLE, architecture_record, objective_directions, pareto_records,
-    to_json,
-)
+from robustnas.plugins.nni import architecture_record, to_json
+
+from ._objective import ATTR_FAIL, ATTR_METRICS, ATTR_RECORD, ATTR_SAMPLE, objective_directions, pareto_records
 from ._space import suggest_architecture
 from ._storage import create_study
 
@@ -33,6 +32,7 @@ class OptunaStrategy(Strategy):
     ``default`` scalar) gives the objective tuple that is told back. So Optuna's
     multi-objective samplers run inside a ``NasExperiment`` with any engine, and the study
     (in memory, or in a storage for optuna-dashboard and resumption) holds every trial.
+    Unlike NNI's ``HPOTunerStrategy`` the sampler sees every objective; see docs/fidelity.md.
 
     Parameters
     ----------

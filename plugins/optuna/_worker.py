@@ -14,6 +14,8 @@ SIGINT / SIGTERM stop a worker after it marks its running trial FAIL and re-queu
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import logging
 import multiprocessing
@@ -22,7 +24,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -49,6 +51,48 @@ class WorkerInterrupted(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+class _Signals:
+    """SIGINT / SIGTERM: raise at once only while a candidate is being evaluated.
+
+    Raising inside a storage call could leave the journal file's lock half-released, so
+    elsewhere the signal is remembered and raised at the next safe point (:meth:`check`).
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._interruptible = False
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+        if self._interruptible:
+            self._interruptible = False
+            raise WorkerInterrupted(signum)
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise WorkerInterrupted(self.received)
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        self.check()
+        self._interruptible = True
+        try:
+            yield
+        finally:
+            self._interruptible = False
+
+
+class _InterruptibleEvaluator:
+    """The worker's evaluator: training and attacks may be interrupted by a signal."""
+
+    def __init__(self, evaluator: Any, signals: _Signals) -> None:
+        self._evaluator, self._signals = evaluator, signals
+
+    def evaluate(self, model: Any, **kwargs: Any) -> dict[str, Any]:
+        with self._signals.interruptible():
+            return self._evaluator.evaluate(model, **kwargs)
 
 
 class _Heartbeat:
@@ -129,6 +173,7 @@ class Worker:
     COMPLETE / RUNNING / WAITING trials precede it; otherwise it is told PRUNED (user attribute
     ``skipped``) -- so N trials get done between all workers, none more. Optuna's
     ``MaxTrialsCallback`` stops only after a trial ends and overshoots with concurrent workers.
+    Heartbeats are ours, not Optuna's RDB-only ones; see docs/fidelity.md (Optuna bridge).
     """
 
     def __init__(self, study: optuna.Study, objective: RobustObjective, n_trials: int, *,
@@ -138,7 +183,10 @@ class Worker:
             raise ValueError(f"n_trials must be >= 1, got {n_trials!r}")
         if not 0 < heartbeat < grace:
             raise ValueError(f"need 0 < heartbeat < grace, got heartbeat={heartbeat!r}, grace={grace!r}")
-        self.study, self.objective, self.n_trials = study, objective, n_trials
+        self._signals = _Signals()
+        self.objective = copy.copy(objective)
+        self.objective.evaluator = _InterruptibleEvaluator(objective.evaluator, self._signals)
+        self.study, self.n_trials = study, n_trials
         self.heartbeat, self.grace, self.poll = heartbeat, grace, poll
         self.max_failures = n_trials if max_failures is None else max_failures
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -158,6 +206,7 @@ class Worker:
 
     def _next(self) -> bool:
         """Run at most one trial; False once the study is done."""
+        self._signals.check()
         reap_stale_trials(self.study, self.grace)
         counts = _counts(self.study)
         done = counts[TrialState.COMPLETE]
@@ -194,14 +243,21 @@ class Worker:
         return True
 
     def run(self) -> int:
-        """Run until the study is done; returns the number of trials this worker completed."""
-        while self._next():
-            pass
+        """Run until the study is done; returns the number of trials this worker completed.
+
+        In the main thread, SIGINT / SIGTERM raise :class:`WorkerInterrupted` after the running
+        trial is failed and re-queued (or after the trial in hand is told, outside evaluation).
+        """
+        handled = (signal.SIGINT, signal.SIGTERM)
+        main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, self._signals.handler) for sig in handled} if main else {}
+        try:
+            while self._next():
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return len(self.completed)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise WorkerInterrupted(signum)
 
 
 def _parse_value(text: str) -> Any:
@@ -313,7 +369,6 @@ def worker_command(args: argparse.Namespace) -> int:
         return 2
     _logger.info("worker %s joined study %r (%s): space %s %s, objectives %s", worker.name, args.study,
                  args.storage, settings["space"], json.dumps(settings["space_kwargs"]), list(objective.objectives))
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         worker.run()
     except WorkerInterrupted as exc:
@@ -322,9 +377,6 @@ def worker_command(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         _logger.error("%s", exc)
         return 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
 
 

@@ -313,8 +313,9 @@ def test_two_worker_processes_complete_exactly_n_trials_between_them(tmp_path):
 def test_interrupted_and_killed_workers_leave_a_study_that_a_new_worker_completes(tmp_path):
     storage = tmp_path / "journal.log"
     argv = _worker_argv(storage, 2, "--heartbeat", "0.5", "--grace", "2")
+    slow = [*argv, "--eval-arg", "epochs=30"]  # so that the signals land while a candidate trains
 
-    first = start_worker(argv)  # SIGTERM: fails its running trial with the reason and re-queues it
+    first = start_worker(slow)  # SIGTERM: fails its running trial with the reason and re-queues it
     interrupted = _wait_for_running(storage)
     first.terminate()
     assert _join(first, 60) == 128 + signal.SIGTERM
@@ -323,7 +324,7 @@ def test_interrupted_and_killed_workers_leave_a_study_that_a_new_worker_complete
     assert "SIGTERM" in study.trials[interrupted].user_attrs["fail_reason"]
     assert [t.user_attrs.get("retry_of") for t in study.get_trials(states=(TrialState.WAITING,))] == [interrupted]
 
-    second = start_worker(argv)  # SIGKILL: its trial stays RUNNING until its heartbeat goes stale
+    second = start_worker(slow)  # SIGKILL: its trial stays RUNNING until its heartbeat goes stale
     killed = _wait_for_running(storage, exclude={interrupted})
     second.kill()
     _join(second, 30)
