@@ -17,8 +17,9 @@ of the result (exported architecture with supernet-level metrics) for
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +28,7 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from nni.nas.strategy import DARTS
 from torch import nn
 
-from robustnas.plugins.evaluator.attacks import accuracy, pgd_accuracy
-from robustnas.plugins.evaluator.data import DEFAULT_THREATS, NORMS, DatasetBundle
+from robustnas.plugins.evaluator import DEFAULT_THREATS, DatasetBundle, ThreatModel, accuracy, pgd_accuracy
 
 from .pareto import ParetoArchive
 
@@ -55,11 +55,8 @@ def resolve_threat(eps: float | None, norm: str | None, dataset: str | DatasetBu
         eps = default.eps if default is not None else DEFAULT_EPS
     if norm is None:
         norm = default.norm if default is not None else "linf"
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; valid norms: {', '.join(NORMS)}")
-    if not 0 < float(eps) <= 1:
-        raise ValueError(f"eps must be in (0, 1] (pixel space), got {eps!r}")
-    return float(eps), norm
+    threat = ThreatModel(norm, eps)  # validates, naming the valid norms
+    return threat.eps, threat.norm
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -70,6 +67,18 @@ def logits_of(output: Any) -> torch.Tensor:
 def flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """Concatenate tensors into one flat vector."""
     return torch.cat([t.reshape(-1) for t in tensors])
+
+
+@contextlib.contextmanager
+def preserved_buffers(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore ``model``'s buffers (BatchNorm running statistics) on exit."""
+    saved = [b.detach().clone() for b in model.buffers()]
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for b, b0 in zip(model.buffers(), saved):
+                b.copy_(b0)
 
 
 def unflat(vector: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -230,35 +239,32 @@ class RobustDartsModule(DartsLightningModule):
         differences with ``r / ||grad_w' L_val||``. Weights and buffers are restored.
         """
         alphas, weights = self.alphas(), self.weights()
-        opt = self._weight_optimizer()
-        xi = float(opt.param_groups[0]["lr"])
-        wd = float(opt.param_groups[0].get("weight_decay", 0.0))
-        saved_w = [p.detach().clone() for p in weights]
-        saved_b = [b.detach().clone() for b in self.model.buffers()]
-        try:
-            g_train = self._grad(self.weight_objective(train_batch), weights)
+        group = self._weight_optimizer().param_groups[0]
+        xi, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
+        saved = [p.detach().clone() for p in weights]
+
+        def set_weights(values: Sequence[torch.Tensor]) -> None:
             with torch.no_grad():
-                for p, g in zip(weights, g_train):
-                    p.sub_(xi * (g + wd * p))
-            grads = self._grad(loss_fn(), list(alphas) + list(weights))
-            d_alpha, d_w = grads[:len(alphas)], grads[len(alphas):]
-            norm = float(flat(d_w).norm())
-            if norm == 0.0:
-                return d_alpha
-            step = self.unrolled_r / norm
-            hessian = []
-            for sign in (1.0, -1.0):
-                with torch.no_grad():
-                    for p, w0, d in zip(weights, saved_w, d_w):
-                        p.copy_(w0 + sign * step * d)
-                hessian.append(self._grad(self.weight_objective(train_batch), alphas))
-            return [da - xi * (hp - hn) / (2 * step) for da, hp, hn in zip(d_alpha, *hessian)]
-        finally:
-            with torch.no_grad():
-                for p, w0 in zip(weights, saved_w):
-                    p.copy_(w0)
-                for b, b0 in zip(self.model.buffers(), saved_b):
-                    b.copy_(b0)
+                for p, v in zip(weights, values):
+                    p.copy_(v)
+
+        with preserved_buffers(self.model):
+            try:
+                g_train = self._grad(self.weight_objective(train_batch), weights)
+                set_weights([w - xi * (g + wd * w) for w, g in zip(saved, g_train)])
+                grads = self._grad(loss_fn(), list(alphas) + list(weights))
+                d_alpha, d_w = grads[:len(alphas)], grads[len(alphas):]
+                norm = float(flat(d_w).norm())
+                if norm == 0.0:
+                    return d_alpha
+                step = self.unrolled_r / norm
+                hessian = []
+                for sign in (1.0, -1.0):
+                    set_weights([w + sign * step * d for w, d in zip(saved, d_w)])
+                    hessian.append(self._grad(self.weight_objective(train_batch), alphas))
+                return [da - xi * (hp - hn) / (2 * step) for da, hp, hn in zip(d_alpha, *hessian)]
+            finally:
+                set_weights(saved)
 
 
 class RobustOneShotStrategy(DARTS):
@@ -303,13 +309,12 @@ class RobustOneShotStrategy(DARTS):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         self.eps, self.norm = resolve_threat(eps, norm, dataset)
-        self.unrolled = unrolled
-        self.unrolled_r = unrolled_r
-        self.weight_optimizer = weight_optimizer
-        self.weight_lr = weight_lr
-        self.weight_lr_min = weight_lr_min
-        self.weight_momentum = weight_momentum
-        self.weight_decay = weight_decay
+        #: keyword arguments of :class:`RobustDartsModule` besides NNI DARTS' own
+        self.search_kwargs: dict[str, Any] = {
+            "unrolled": unrolled, "unrolled_r": unrolled_r, "weight_optimizer": weight_optimizer,
+            "weight_lr": weight_lr, "weight_lr_min": weight_lr_min, "weight_momentum": weight_momentum,
+            "weight_decay": weight_decay,
+        }
         self.eval_batches = eval_batches
         self.eval_pgd_steps = eval_pgd_steps
         self._archive = ParetoArchive(self.objectives)
@@ -326,13 +331,7 @@ class RobustOneShotStrategy(DARTS):
             gradient_clip_val=self.gradient_clip_val,
             log_prob_every_n_step=self.log_prob_every_n_step,
             warmup_epochs=self.warmup_epochs,
-            unrolled=self.unrolled,
-            unrolled_r=self.unrolled_r,
-            weight_optimizer=self.weight_optimizer,
-            weight_lr=self.weight_lr,
-            weight_lr_min=self.weight_lr_min,
-            weight_momentum=self.weight_momentum,
-            weight_decay=self.weight_decay,
+            **self.search_kwargs,
             **self.module_kwargs(),
         )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from robustnas.plugins.evaluator.attacks import pgd
+from robustnas.plugins.evaluator import pgd
 
 from ._oneshot import Batch, RobustDartsModule, RobustOneShotStrategy, flat, unflat
 

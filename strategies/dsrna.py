@@ -19,7 +19,7 @@ from torch import nn
 
 from robustnas.plugins.evaluator.bounds import certified_accuracy, margin_lower_bound
 
-from ._oneshot import Batch, RobustDartsModule, RobustOneShotStrategy, logits_of
+from ._oneshot import Batch, RobustDartsModule, RobustOneShotStrategy, logits_of, preserved_buffers
 
 _logger = logging.getLogger(__name__)
 
@@ -43,9 +43,10 @@ def jacobian_norm(
     """Mean over the batch of an input-Jacobian norm of ``model`` at ``x`` (DSRNA's Jacobian metric).
 
     ``mode="exact"``: the ``q``-norm of the input gradient of the top logit (per example),
-    as in the DSRNA code. ``mode="projection"``: ``sqrt(K)`` times the mean ``q``-norm of
-    ``v^T J`` over ``n_proj`` random unit vectors ``v`` in logit space (for ``q=2``, its
-    square estimates ``||J||_F^2``; Hoffman et al., 2019). ``q=1`` pairs with L-inf attacks,
+    as in the DSRNA code. ``mode="projection"``: ``sqrt(K * mean_v ||v^T J||_q^2)`` over
+    ``n_proj`` random unit vectors ``v`` in logit space (for ``q=2`` a consistent estimate of
+    the Frobenius norm ``||J||_F``, since ``E ||v^T J||^2 = ||J||_F^2 / K``; Hoffman et al.,
+    2019). ``q=1`` pairs with L-inf attacks,
     ``q=2`` with L2. ``create_graph=True`` keeps it differentiable w.r.t. the parameters.
     """
     x = x.detach().requires_grad_(True)
@@ -73,13 +74,13 @@ def input_jacobian_norm(
         top = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
         (grad,) = torch.autograd.grad(top, x, create_graph=create_graph, retain_graph=True)
         return grad.flatten(1).norm(p=q, dim=1).mean()
-    norms = []
+    squares = []
     for _ in range(n_proj):
         v = torch.randn_like(logits)
         v = v / v.norm(dim=1, keepdim=True)
         (grad,) = torch.autograd.grad((logits * v).sum(), x, create_graph=create_graph, retain_graph=True)
-        norms.append(grad.flatten(1).norm(p=q, dim=1))
-    return torch.stack(norms).mean() * math.sqrt(logits.shape[1])
+        squares.append(grad.flatten(1).norm(p=q, dim=1) ** 2)
+    return (torch.stack(squares).mean(0) * logits.shape[1]).sqrt().mean()
 
 
 def bound_metric(
@@ -255,14 +256,9 @@ class DSRNA(RobustOneShotStrategy):
         """``jacobian_norm`` with batch statistics (as the search objective sees the supernet;
         running statistics are left untouched), and eval-mode IBP ``margin_lower_bound`` and
         ``certified_acc`` at the strategy's ``eps``."""
-        saved = [b.detach().clone() for b in model.buffers()]
-        model.train()
-        try:
+        with preserved_buffers(model):
+            model.train()
             jac = float(jacobian_norm(model, x, q=self.q, create_graph=False).detach())
-        finally:
-            with torch.no_grad():
-                for b, b0 in zip(model.buffers(), saved):
-                    b.copy_(b0)
         model.eval()
         with torch.no_grad():
             margin = float(margin_lower_bound(model, x, y, self.eps, self.norm).min(1).values.mean())

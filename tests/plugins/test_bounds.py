@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustnas.plugins.evaluator.attacks import pgd
+from robustnas.plugins.evaluator import pgd
 from robustnas.plugins.evaluator.bounds import (
     IntervalTensor,
     certified_accuracy,
@@ -28,7 +28,7 @@ def _threads():
 
 
 def _digits(n: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
-    from robustnas.plugins.evaluator.data import load_dataset
+    from robustnas.plugins.evaluator import load_dataset
 
     return load_dataset("digits").tensors("train", n)
 

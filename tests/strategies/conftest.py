@@ -19,7 +19,7 @@ class ArchSnapshot(Callback):
         self.params: list[torch.nn.Parameter] = []
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-        self.params = pl_module.alphas()
+        self.params = list(pl_module.arch_parameters())
         self.initial = [p.detach().clone() for p in self.params]
 
     def max_change(self) -> float:
@@ -32,7 +32,7 @@ def _run_search(space_cls: type, space_kwargs: dict[str, Any], strategy: Any, *,
     from nni.nas.evaluator.pytorch import Classification, DataLoader
     from nni.nas.experiment import NasExperiment
 
-    from robustnas.plugins.evaluator.data import load_dataset
+    from robustnas.plugins.evaluator import load_dataset
 
     bundle = load_dataset("digits")
     torch.manual_seed(seed)
@@ -54,6 +54,15 @@ def _run_search(space_cls: type, space_kwargs: dict[str, Any], strategy: Any, *,
         finally:
             experiment.stop()  # NNI otherwise stops it at exit, after pytest closed its streams
     return snapshot
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Torch on one thread for a test module (the machines running the suite are shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ SPACE_KWARGS = {"width": 2, "num_cells": 4}
 STEPS = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _brute_force_gamma(u1: torch.Tensor, u2: torch.Tensor) -> float:
