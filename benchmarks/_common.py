@@ -32,6 +32,7 @@ def quiet() -> None:
     """Silence the known third-party warnings and info logs that would bury the tables."""
     warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*treespec.*")
     warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
     warnings.filterwarnings("ignore", category=UserWarning, module="lightning_fabric")
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")

@@ -1,0 +1,198 @@
+"""Benchmark 5: search quality at equal budget, each strategy against random search, over seeds.
+
+Every (strategy, seed) unit runs ``robustnas.plugins.compare.run_search`` on the same space,
+data and budget, and every architecture it returns is retrained from scratch and measured
+by the same ``final`` evaluator (PGD adversarial training, AutoAttack ``fast``). Budget per
+seed: ``budget`` candidates for random search and Optuna NSGA-II (each trained and attacked
+by the ``search`` evaluator), ``budget`` subnets (population ``budget``, 1 generation) scored
+on the TAM-NAS supernet, ``search_epochs`` supernet epochs for ARNAS and DSRNA (Jacobian)
+and TAM-NAS; the top ``top_k`` architectures of each unit (first front, most robust first)
+are retrained. Random search's ``budget`` candidates are all retrained: its first
+``top_k`` (the same selection rule) give its hypervolume, and all of them give the median
+random architecture.
+
+Reported per strategy (mean over seeds, and per seed): hypervolume of the retrained top-k
+over (clean accuracy up, AutoAttack accuracy up, parameters down; one reference point for the
+whole run: accuracies 0, parameters 1.1 x the largest retrained model) and best AutoAttack
+accuracy. Targets: TAM-NAS and Optuna NSGA-II above random search on mean hypervolume;
+ARNAS and DSRNA (mean best AutoAttack accuracy) above the median random architecture.
+
+Units run in ``--jobs`` single-threaded processes (default 2, one per core).
+
+    .venv/bin/python benchmarks/bench_search_quality.py [--quick] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+
+NAME = "search_quality"
+STRATEGIES = ("arnas", "dsrna", "tamnas", "optuna-nsga2", "random")
+HV_OBJECTIVES = ("clean_acc", "robust_acc", "params")
+#: Rough relative cost, to start the longest units first (better balance over the workers).
+_COST_ORDER = {"arnas": 0, "random": 1, "optuna-nsga2": 2, "tamnas": 3, "dsrna": 4}
+
+
+def settings(quick: bool) -> dict[str, Any]:
+    """The budget of the comparison (the same for every strategy)."""
+    if quick:
+        return {"space_kwargs": {"width": 4, "num_cells": 4}, "seeds": [0], "budget": 2, "top_k": 1,
+                "search_epochs": 1,
+                "search": {"recipe": "pgd", "epochs": 1, "batch_size": 64, "attack": "fast", "n_examples": 32},
+                "final": {"recipe": "pgd", "epochs": 1, "batch_size": 64, "attack": "fast", "n_examples": 32}}
+    return {"space_kwargs": {"width": 4, "num_cells": 4}, "seeds": [0, 1, 2], "budget": 4, "top_k": 2,
+            "search_epochs": 1,
+            "search": {"recipe": "pgd", "epochs": 1, "batch_size": 64, "attack": "fast", "n_examples": 32},
+            "final": {"recipe": "pgd", "epochs": 3, "batch_size": 64, "attack": "fast", "n_examples": 100}}
+
+
+def _config(budget: dict[str, Any], strategy: str, out: str) -> Any:
+    from robustnas.plugins.compare import CompareConfig
+
+    return CompareConfig(
+        preset="bench", dataset="digits", space="arnas", space_kwargs=dict(budget["space_kwargs"]),
+        strategies=[strategy], seeds=list(budget["seeds"]), budget=budget["budget"],
+        search_epochs=budget["search_epochs"],
+        # random search: every candidate is retrained (its median), the first top_k give its hypervolume
+        top_k=budget["budget"] if strategy == "random" else budget["top_k"],
+        strategy_kwargs={"tamnas": {"population_size": budget["budget"], "generations": 1}},
+        search=dict(budget["search"]), final=dict(budget["final"]), out=out)
+
+
+def run_unit(strategy: str, seed: int, budget: dict[str, Any], out: str, threads: int) -> dict[str, Any]:
+    """Search once and retrain what the search returns; runs in a worker process."""
+    import torch
+
+    C.quiet()
+    torch.set_num_threads(threads)
+    from robustnas.plugins.compare import run_search
+    from robustnas.plugins.evaluator import EvaluatorConfig, RobustnessEvaluator
+    from robustnas.search_spaces import build_model
+
+    t0 = time.perf_counter()
+    try:
+        config = _config(budget, strategy, str(Path(out) / f"{strategy}-{seed}"))
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        config.validate()
+        found = run_search(config, strategy, seed, progress=False)
+        rows = []
+        for rank, entry in enumerate(found):
+            evaluator = RobustnessEvaluator(EvaluatorConfig.from_dict(
+                {"dataset": config.dataset, "progress": False, **config.final, "seed": seed}))
+            torch.manual_seed(seed)
+            metrics = evaluator.evaluate(build_model(entry["record"]))
+            rows.append({"strategy": strategy, "seed": seed, "rank": rank, "record": entry["record"],
+                         "search_cost": entry["search_cost"], "metrics": metrics})
+        return {"strategy": strategy, "seed": seed, "rows": rows, "seconds": time.perf_counter() - t0}
+    except Exception as exc:  # noqa: BLE001 - one failing unit is reported, the others still count
+        return {"strategy": strategy, "seed": seed, "rows": [], "seconds": time.perf_counter() - t0,
+                "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+
+
+def hypervolume(rows: list[dict[str, Any]], reference: list[float]) -> float:
+    from robustnas.strategies.pareto import hypervolume as hv
+
+    if not rows:
+        return 0.0
+    points = [[r["metrics"][k] for k in HV_OBJECTIVES] for r in rows]
+    return hv(points, reference, ["maximize", "maximize", "minimize"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--jobs", type=int, default=2, help="worker processes (2)")
+    p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
+                   help="strategies to run (random is always run)")
+    args = p.parse_args(argv)
+    C.setup(args)
+    from robustnas.plugins.report import hypervolume_reference
+
+    info = C.machine()
+    budget = settings(args.quick)
+    names = [s for s in STRATEGIES if s in args.strategies or s == "random"]
+    units = sorted(((s, seed) for s in names for seed in budget["seeds"]), key=lambda u: (_COST_ORDER[u[0]], u[1]))
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(run_unit, s, seed, budget, tmp, args.threads) for s, seed in units]
+            done = [f.result() for f in futures]
+    wall = time.perf_counter() - t0
+
+    notes = [f"{u['strategy']} seed {u['seed']} failed: {u['error']}" for u in done if "error" in u]
+    all_rows = [r for u in done for r in u["rows"]]
+    reference = hypervolume_reference(all_rows)
+    random_all = [r for r in all_rows if r["strategy"] == "random"]
+    random_median = statistics.median([r["metrics"]["robust_acc"] for r in random_all]) if random_all else float("nan")
+    per: dict[str, dict[str, Any]] = {}
+    for s in names:
+        seeds: dict[int, dict[str, Any]] = {}
+        for seed in budget["seeds"]:
+            rows = sorted((r for r in all_rows if r["strategy"] == s and r["seed"] == seed), key=lambda r: r["rank"])
+            if not rows:
+                continue
+            scored = rows[: budget["top_k"]]
+            seeds[seed] = {"hypervolume": hypervolume(scored, reference),
+                           "best_robust_acc": max(r["metrics"]["robust_acc"] for r in scored),
+                           "best_clean_acc": max(r["metrics"]["clean_acc"] for r in scored),
+                           "retrained": len(scored),
+                           "candidates": rows[0]["search_cost"]["candidates"],
+                           "search_seconds": rows[0]["search_cost"]["wall_seconds"]}
+        vals = list(seeds.values())
+        per[s] = {"seeds": seeds, "n_seeds": len(vals),
+                  **{f"mean_{k}": (statistics.fmean(v[k] for v in vals) if vals else float("nan"))
+                     for k in ("hypervolume", "best_robust_acc", "best_clean_acc", "candidates", "search_seconds")}}
+    targets = []
+    for s in ("tamnas", "optuna-nsga2"):
+        if s in per and per[s]["n_seeds"]:
+            margin = per[s]["mean_hypervolume"] - per["random"]["mean_hypervolume"]
+            targets.append(C.target(f"{s} mean hypervolume minus random's", margin, 0.0, ">="))
+    for s in ("arnas", "dsrna"):
+        if s in per and per[s]["n_seeds"]:
+            margin = per[s]["mean_best_robust_acc"] - random_median
+            targets.append(C.target(f"{s} mean best AutoAttack acc minus median random architecture", margin, 0.0, ">="))
+    for t in targets:  # strictly above: a tie is not a win
+        t["met"] = t["met"] and t["value"] > 0
+        t["target"] = "> 0"
+    results = {"wall_seconds": wall, "hypervolume_reference": reference, "random_median_robust_acc": random_median,
+               "random_architectures": len(random_all), "strategies": per,
+               "units": [{k: u[k] for k in ("strategy", "seed", "seconds") } | ({"error": u["error"]} if "error" in u else {})
+                         for u in done],
+               "rows": [{k: r[k] for k in ("strategy", "seed", "rank", "metrics")} | {"sample": r["record"]["sample"]}
+                        for r in all_rows]}
+    config = {**budget, "dataset": "digits", "space": "arnas", "strategies": names, "jobs": args.jobs,
+              "threads_per_job": args.threads,
+              "strategy_settings": {"arnas": "PGD-7, first order, search_epochs supernet epochs",
+                                    "dsrna": "metric jacobian, search_epochs supernet epochs",
+                                    "tamnas": f"population {budget['budget']}, 1 generation",
+                                    "optuna-nsga2": "make_sampler('nsga2', seed)", "random": "NNI Random"}}
+    path = C.write_result(NAME, args, info, config, results, targets, notes)
+    rows = [[s, per[s]["n_seeds"], per[s]["mean_candidates"], per[s]["mean_hypervolume"],
+             100 * per[s]["mean_best_robust_acc"], 100 * per[s]["mean_best_clean_acc"], per[s]["mean_search_seconds"]]
+            for s in names]
+    C.print_table(
+        f"Search quality at equal budget on digits, ARNAS space {budget['space_kwargs']}: {budget['budget']} "
+        f"candidates / {budget['search_epochs']} supernet epoch(s) per seed, top {budget['top_k']} retrained "
+        f"({budget['final']}); seeds {budget['seeds']}; {wall / 60:.1f} min on {args.jobs} processes",
+        ["strategy", "seeds", "candidates", "hypervolume", "best AA %", "best clean %", "search s"], rows)
+    print(f"  median random architecture: AutoAttack {100 * random_median:.1f}% over {len(random_all)} retrained")
+    for note in notes:
+        print(f"  note: {note}")
+    C.print_targets(targets, info, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The benchmark scripts' shared helpers and bookkeeping (the measurements themselves run in `make bench`)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def common() -> ModuleType:
+    return _load("_common")
+
+
+def test_target_is_met_only_on_the_right_side_of_the_goal(common):
+    assert common.target("ratio", 1.05, 1.10, "<=")["met"] is True
+    assert common.target("ratio", 1.20, 1.10, "<=")["met"] is False
+    assert common.target("speed-up", 4.5, 4.0, ">=", " x") == {
+        "name": "speed-up", "value": 4.5, "target": ">= 4.0 x", "met": True}
+    with pytest.raises(ValueError, match="unknown target kind '<'"):
+        common.target("x", 1.0, 1.0, "<")
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios(common):
+    # round 2 ran under load on both sides: pairing cancels it, a ratio of medians would not
+    assert common.paired_ratio([2.0, 20.0, 2.2], [1.0, 10.0, 1.0]) == pytest.approx(2.0)
+    assert common.spread([1.0, 1.0, 1.0, 1.0]) == 0.0
+
+
+def test_interleaved_calls_every_variant_once_per_round_after_warmup(common):
+    calls = []
+    times = common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert [len(v) for v in times.values()] == [3, 3]
+    assert all(t >= 0 for v in times.values() for t in v)
+
+
+def test_write_result_writes_the_documented_layout(common, tmp_path):
+    import argparse
+
+    args = argparse.Namespace(quick=True, out=str(tmp_path))
+    info = {"cpu": "test", "loadavg_start": None}
+    path = common.write_result("demo", args, info, {"batch": 32}, {"ratio": 1.5},
+                               [common.target("r", 1.5, 2.0, "<=")], ["a note"])
+    data = json.loads(path.read_text())
+    assert path == tmp_path / "demo.json"
+    assert set(data) == {"benchmark", "command", "quick", "date", "machine", "config", "results", "targets", "notes"}
+    assert data["benchmark"] == "demo" and data["quick"] is True and data["targets"][0]["met"] is True
+    assert "loadavg_end" in data["machine"]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_demo_space_kwargs_build_the_demo_space_on_digits(common):
+    from robustnas.plugins.evaluator import load_dataset
+    from robustnas.search_spaces import get_space
+
+    bundle = load_dataset("digits")
+    kwargs, _ = common.demo_space_kwargs("arnas", bundle)
+    assert kwargs["input_shape"] == (1, 8, 8) and kwargs["num_classes"] == 10
+    assert get_space("arnas", **kwargs) is not None
+
+
+def test_oneshot_pass_counts_cover_every_strategy_and_match_the_issue(common):
+    oneshot = _load("bench_oneshot")
+    assert set(oneshot.STEP_PASSES) == set(oneshot.RUNS) == set(oneshot.NAIVE_PAIRS)
+    assert oneshot.STEP_PASSES["darts"] == {"full": 2}
+    # ARNAS: arch (clean fwd/bwd + PGD-7 + adv fwd/bwd) + weights (PGD-7 + fwd/bwd) = 17 pairs
+    assert oneshot.NAIVE_PAIRS["arnas"] == 17 and sum(oneshot.STEP_PASSES["arnas"].values()) == 17
+
+
+def test_evaluator_stage_timers_time_the_stages_and_restore_the_functions():
+    bench = _load("bench_evaluator")
+    from robustnas.plugins.evaluator import _evaluator
+
+    original = _evaluator.count_flops
+    before = _evaluator.measure_latency
+    seconds: dict[str, float] = {}
+    with bench.stage_timers(seconds):
+        assert _evaluator.measure_latency is not before
+    assert _evaluator.measure_latency is before and _evaluator.count_flops is original
+
+
+def test_run_all_rejects_an_unknown_benchmark_name():
+    run_all = _load("run_all")
+    assert list(run_all.BENCHMARKS) == ["adv_training", "autoattack", "evaluator", "oneshot", "search_quality",
+                                        "scaleout"]
+    with pytest.raises(SystemExit):
+        run_all.main(["no-such-bench"])
+    for name in run_all.BENCHMARKS:
+        assert (BENCH / f"bench_{name}.py").exists()
