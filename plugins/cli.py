@@ -225,8 +225,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_third_party(verbose: int) -> None:
+    """NNI and Lightning narrate every experiment on stdout; keep their errors only unless -v is given."""
+    if verbose:
+        return
+    import warnings
+
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"nni\..*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*(LeafSpec|does not have many workers|GPU available).*")
+    import nni  # noqa: F401  (nni sets its logger to INFO on import: import it before lowering the level)
+
+    for name in ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``robustnas`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Before the parser imports NNI (through the worker's arguments), so its import warnings are filtered too.
+    _quiet_third_party(sum(a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]

@@ -35,20 +35,22 @@ ONE_SHOT = ("arnas", "dsrna", "tamnas", "darts", "gumbel-darts", "enas", "random
 MULTI_TRIAL = ("random", "evolution")
 OPTUNA_PREFIX = "optuna-"
 
-_SEARCH_EVALUATOR_DEMO = {"recipe": "pgd", "epochs": 2, "attack": "fast", "n_examples": 64}
-_FINAL_EVALUATOR_DEMO = {"recipe": "pgd", "epochs": 8, "attack": "fast", "n_examples": 200}
+_SEARCH_EVALUATOR_DEMO = {"recipe": "pgd", "epochs": 1, "batch_size": 64, "attack": "fast", "n_examples": 32}
+_FINAL_EVALUATOR_DEMO = {"recipe": "pgd", "epochs": 5, "batch_size": 64, "attack": "fast", "n_examples": 100}
 
 #: Named configurations. ``demo`` runs within minutes on 2 CPU cores; ``paper`` wants a GPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "demo": {
         "dataset": "digits",
         "space": "arnas",
-        "space_kwargs": {"width": 8, "num_cells": 3},
+        "space_kwargs": {"width": 8, "num_cells": 4},
         "strategies": ["arnas", "dsrna", "tamnas", "random", "optuna-nsga2"],
         "seeds": [0],
         "budget": 4,
-        "search_epochs": 3,
-        "top_k": 2,
+        "search_epochs": 1,
+        "search_batches": 6,
+        "strategy_kwargs": {"tamnas": {"population_size": 4, "generations": 2, "eval_batches": 2, "bn_batches": 4}},
+        "top_k": 1,
         "search": _SEARCH_EVALUATOR_DEMO,
         "final": _FINAL_EVALUATOR_DEMO,
     },
@@ -60,6 +62,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": [0, 1, 2],
         "budget": 12,
         "search_epochs": 10,
+        "strategy_kwargs": {"tamnas": {"population_size": 8, "generations": 4}},
         "top_k": 3,
         "search": {"recipe": "pgd", "epochs": 4, "attack": "fast", "n_examples": 128},
         "final": {"recipe": "pgd", "epochs": 20, "attack": "standard", "n_examples": 450},
@@ -97,6 +100,7 @@ class CompareConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     budget: int = 4
     search_epochs: int = 3
+    search_batches: int | None = None
     top_k: int = 2
     search: dict[str, Any] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
@@ -216,7 +220,8 @@ def _space_for(config: CompareConfig, strategy: str) -> tuple[str, dict[str, Any
 def _evaluator_config(config: CompareConfig, phase: str, seed: int) -> Any:
     from robustnas.plugins.evaluator import EvaluatorConfig
 
-    values = {"dataset": config.dataset, **getattr(config, phase), "seed": seed}
+    # The run's own progress bar is the one live display; the evaluator's would clash with it.
+    values = {"dataset": config.dataset, "progress": False, **getattr(config, phase), "seed": seed}
     return EvaluatorConfig.from_dict(values)
 
 
@@ -224,30 +229,30 @@ def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool =
     """Run one strategy once; return up to ``top_k`` entries ``{"record", "search_metrics", "search_cost"}``."""
     import torch
 
+    from robustnas.plugins.evaluator import RobustnessEvaluator
     from robustnas.search_spaces import export_record, get_space
 
     torch.manual_seed(seed)
     space_name, space_kwargs = _space_for(config, strategy)
-    search_config = _evaluator_config(config, "search", seed)
-    from robustnas.plugins.evaluator import RobustnessEvaluator
-
-    bundle = RobustnessEvaluator(search_config).bundle
+    evaluator = RobustnessEvaluator(_evaluator_config(config, "search", seed))
+    bundle = evaluator.bundle
     space_kwargs = {"input_shape": tuple(bundle.input_shape), "num_classes": bundle.num_classes, **space_kwargs}
     space = get_space(space_name, **space_kwargs)
     kwargs = dict(config.strategy_kwargs.get(strategy, {}))
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if strategy.startswith(OPTUNA_PREFIX):
-        candidates = _search_optuna(config, strategy, seed, space, search_config, kwargs)
+        candidates = _search_optuna(config, strategy, seed, space, evaluator, kwargs)
     elif strategy in ONE_SHOT:
-        candidates = _search_one_shot(config, strategy, seed, space, bundle, kwargs)
+        candidates = _search_one_shot(config, strategy, space, evaluator, kwargs)
     else:
-        candidates = _search_multi_trial(config, strategy, seed, space, search_config, kwargs)
+        candidates = _search_multi_trial(config, strategy, space, evaluator, kwargs)
     cost = {"wall_seconds": time.perf_counter() - wall0, "cpu_seconds": time.process_time() - cpu0,
             "candidates": candidates["evaluated"]}
     chosen = _top_k(candidates["records"], config.top_k)
     return [
-        {"record": export_record(space, item["sample"]), "search_metrics": item.get("metrics", {}), "search_cost": cost}
+        {"record": export_record(space, item["sample"]), "search_metrics": item.get("metrics") or {},
+         "search_cost": cost}
         for item in chosen
     ]
 
@@ -271,48 +276,54 @@ def _top_k(records: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]:
     return ordered[:k]
 
 
-def _search_optuna(config, strategy, seed, space, search_config, kwargs) -> dict[str, Any]:
+def _search_optuna(config, strategy, seed, space, evaluator, kwargs) -> dict[str, Any]:
     import optuna
 
-    from robustnas.plugins.evaluator import RobustnessEvaluator
     from robustnas.plugins.optuna import RobustObjective, create_study, make_sampler
 
     sampler = make_sampler(strategy[len(OPTUNA_PREFIX):], seed=seed, **kwargs)
-    objective = RobustObjective(space, RobustnessEvaluator(search_config))
+    objective = RobustObjective(space, evaluator)
     storage = f"journal:///{Path(config.out).resolve() / 'optuna.journal'}"
     study = create_study(objective.objectives, storage=storage, study_name=f"{strategy}-seed{seed}", sampler=sampler)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     remaining = config.budget - sum(t.state in finished for t in study.trials)
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=(Exception,))
+    if remaining > 0:  # a resumed study only runs what is missing
+        study.optimize(objective, n_trials=remaining)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     records = [{"sample": t.user_attrs["record"]["sample"], "metrics": t.user_attrs["metrics"]} for t in complete]
-    return {"records": records, "evaluated": len(study.trials)}
+    return {"records": records, "evaluated": sum(t.state in finished for t in study.trials)}
 
 
-def _search_multi_trial(config, strategy, seed, space, search_config, kwargs) -> dict[str, Any]:
+def _search_multi_trial(config, strategy, space, evaluator, kwargs) -> dict[str, Any]:
     from robustnas.plugins.nni import robust_evaluator, run_experiment
     from robustnas.strategies import get_strategy
 
-    result = run_experiment(space, get_strategy(strategy, **kwargs), robust_evaluator(search_config),
+    result = run_experiment(space, get_strategy(strategy, **kwargs), robust_evaluator(evaluator.config),
                             max_trial_number=config.budget)
-    return {"records": result.records, "evaluated": len(result.records)}
+    return {"records": [r for r in result.records if r.get("metrics")], "evaluated": len(result.records)}
 
 
-def _search_one_shot(config, strategy, seed, space, bundle, kwargs) -> dict[str, Any]:
+#: Our one-shot strategies take the threat model of the run.
+_THREAT_AWARE = ("arnas", "dsrna", "tamnas")
+
+
+def _search_one_shot(config, strategy, space, evaluator, kwargs) -> dict[str, Any]:
     from robustnas.plugins.nni import classification_evaluator, run_experiment
     from robustnas.strategies import get_strategy
 
-    kwargs.setdefault("eps", bundle.threat.eps) if strategy in ("arnas", "tamnas") else None
+    if strategy in _THREAT_AWARE:
+        kwargs = {"eps": evaluator.threat.eps, "norm": evaluator.threat.norm, **kwargs}
     strat = get_strategy(strategy, **kwargs)
-    evaluator = classification_evaluator(bundle, max_epochs=config.search_epochs)
-    result = run_experiment(space, strat, evaluator)
+    lightning = classification_evaluator(evaluator.bundle, max_epochs=config.search_epochs,
+                                         limit_train_batches=config.search_batches)
+    result = run_experiment(space, strat, lightning)
     if hasattr(strat, "pareto_front"):
         records = strat.pareto_front()
     else:
         records = [{"sample": s, "metrics": {}} for s in result.exported]
-    # Subnets scored on the supernet count as candidates; a plain one-shot export is one candidate.
-    evaluated = getattr(strat, "candidates_evaluated", None) or max(len(records), 1)
+    # Subnets scored on the supernet (TAM-NAS's archive) count as candidates; a DARTS-style export is one.
+    scored = strat.archive if hasattr(strat, "archive") else getattr(strat, "records", records)
+    evaluated = max(len(scored), 1)
     return {"records": records, "evaluated": evaluated}
 
 

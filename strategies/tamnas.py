@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import optuna
 import torch
-from nni.mutable import Categorical, Sample
+from nni.mutable import Sample
 from nni.nas.oneshot.pytorch.sampling import RandomSamplingLightningModule
 from nni.nas.space import ExecutableModelSpace
 from nni.nas.strategy import RandomOneShot
@@ -39,6 +39,7 @@ from robustnas.plugins.evaluator.training import make_optimizer
 from ._oneshot import resolve_threat
 from ._subnet import SCORABLE_METRICS, recalibrate_batchnorm, score_subnet, take_batches
 from .pareto import METRIC_DIRECTIONS, ParetoArchive
+from .sampling import suggest_architecture
 
 __all__ = ["TAMNAS", "AdversarialSamplingModule", "recalibrate_batchnorm"]
 
@@ -241,12 +242,10 @@ class TAMNAS(RandomOneShot):
         """NSGA-II over subnets with inherited weights; returns the first front.
 
         Optuna's ``NSGAIISampler`` (Deb et al., 2002) proposes each subnet in
-        ask-and-tell mode; every label of the space is one categorical parameter.
+        ask-and-tell mode; the choices of the space map to Optuna distributions as in the
+        Optuna bridge (:func:`robustnas.strategies.sampling.suggest_architecture`), so cell
+        spaces with input choices work as well as the tiny-block space.
         """
-        space = self.supernet.simplify()
-        for label, mutable in space.items():
-            if not isinstance(mutable, Categorical):
-                raise TypeError(f"TAMNAS searches categorical choices only; {label!r} is {type(mutable).__name__}")
         study = optuna.create_study(
             directions=[_DIRECTION[o] for o in self.objectives],
             sampler=optuna.samplers.NSGAIISampler(population_size=self.population_size, seed=self.seed),
@@ -256,7 +255,7 @@ class TAMNAS(RandomOneShot):
         for generation in range(self.generations):
             for _ in range(self.population_size):
                 trial = study.ask()
-                sample = {label: trial.suggest_categorical(label, list(m.values)) for label, m in space.items()}
+                sample = suggest_architecture(trial, self.supernet)
                 key = _key(sample)
                 if key not in cache:
                     record = {"sample": sample, "metrics": self.evaluate_subnet(sample), "generation": generation}

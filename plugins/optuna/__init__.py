@@ -14,7 +14,7 @@ See docs/optuna.md.
 from ._objective import RobustObjective, objective_directions, pareto_records, trial_record
 from ._plots import hypervolume_reference, save_plots
 from ._samplers import SAMPLERS, make_sampler
-from ._space import suggest_architecture
+from robustnas.strategies.sampling import suggest_architecture
 from ._storage import create_study, open_storage
 from ._strategy import OptunaStrategy
 from ._worker import Worker, add_worker_arguments, reap_stale_trials, start_worker, worker_command

@@ -12,7 +12,7 @@ import optuna
 
 from robustnas.plugins.nni import architecture_record, to_json
 
-from ._space import suggest_architecture
+from robustnas.strategies.sampling import suggest_architecture
 
 _logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from robustnas.plugins.nni import architecture_record, to_json
 
 from ._objective import ATTR_FAIL, ATTR_METRICS, ATTR_RECORD, ATTR_SAMPLE, objective_directions, pareto_records
-from ._space import suggest_architecture
+from robustnas.strategies.sampling import suggest_architecture
 from ._storage import create_study
 
 _logger = logging.getLogger(__name__)

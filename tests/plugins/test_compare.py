@@ -13,17 +13,19 @@ from robustnas.plugins import compare as compare_mod
 from robustnas.plugins.cli import main
 from robustnas.plugins.compare import CompareConfig, compare
 from robustnas.plugins.report import hypervolume_reference, summarise
+from robustnas.strategies.pareto import hypervolume
 
 TINY = {
     "preset": "demo",
-    "space_kwargs": {"width": 4, "num_cells": 3},
+    "space_kwargs": {"width": 4, "num_cells": 4},
     "strategies": ["random", "optuna-nsga2"],
     "seeds": [0],
     "budget": 2,
     "search_epochs": 1,
     "top_k": 2,
-    "search": {"recipe": "standard", "epochs": 1, "attack": "fast", "n_examples": 16},
-    "final": {"recipe": "pgd", "epochs": 1, "attack": "fast", "n_examples": 16},
+    # eps 0.1 (half the digits default) so that one epoch of PGD training leaves some robust accuracy.
+    "search": {"recipe": "standard", "epochs": 1, "batch_size": 64, "attack": "fast", "n_examples": 16, "eps": 0.1},
+    "final": {"recipe": "pgd", "epochs": 2, "batch_size": 64, "attack": "fast", "n_examples": 32, "eps": 0.1},
 }
 
 
@@ -64,7 +66,12 @@ def test_report_has_one_row_per_strategy_traced_to_results_json(tiny_run):
         assert entry["best_robust_acc"] == best["metrics"]["robust_acc"]
         assert entry["params_of_best"] == best["metrics"]["params"]
         assert entry["search_seconds"] == mine[0]["search_cost"]["wall_seconds"]
-        assert entry["hypervolume"] > 0
+        points = [[r["metrics"][k] for k in ("clean_acc", "robust_acc", "params")] for r in mine]
+        reference = hypervolume_reference(rows)
+        assert entry["hypervolume"] == pytest.approx(hypervolume(points, reference, ["maximize", "maximize", "minimize"]))
+        if best["metrics"]["robust_acc"] > 0:  # a box of positive volume under the best point
+            assert entry["hypervolume"] >= best["metrics"]["clean_acc"] * best["metrics"]["robust_acc"] * (
+                reference[2] - best["metrics"]["params"]) * (1 - 1e-9)
         line = next(l for l in table_rows if l.split("|")[1].strip() == entry["strategy"])
         assert f"{entry['best_robust_acc']:.3f}" in line and f"{entry['params_of_best']:,.0f}" in line
     assert hypervolume_reference(rows)[2] == pytest.approx(1.1 * max(r["metrics"]["params"] for r in rows))

@@ -1,5 +1,8 @@
 """NNI model space -> Optuna distributions -> NNI sample.
 
+Shared by the TAM-NAS strategy (NSGA-II in ask-and-tell mode) and the Optuna bridge
+(``robustnas.plugins.optuna`` re-exports :func:`suggest_architecture`).
+
 Every labelled mutable of ``space.simplify()`` becomes one Optuna parameter:
 
 * :class:`nni.mutable.Categorical` (``LayerChoice``, ``InputChoice`` with one input,
