@@ -10,6 +10,7 @@ so that load from other processes on a shared machine hits both sides of a ratio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -22,10 +23,27 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _LibraryNoise(logging.Filter):
+    """Drops NNI's and Lightning's own records below ERROR (they re-enable INFO when an experiment starts)."""
+
+    _NOISY = ("nni", "pytorch_lightning", "lightning")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        noisy = record.name.split(".")[0] in self._NOISY
+        return not noisy or record.levelno >= logging.ERROR
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """Send stdout to /dev/null meanwhile (NNI prints its experiment log to stdout)."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def quiet() -> None:
@@ -36,14 +54,17 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="pytorch_lightning")
     warnings.filterwarnings("ignore", category=UserWarning, module="lightning_fabric")
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)
+        if not any(isinstance(f, _LibraryNoise) for f in handler.filters):
+            handler.addFilter(_LibraryNoise())
     for name in ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "optuna"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        import optuna
+    import optuna
+    from nni.runtime.log import silence_stdout
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    except ImportError:
-        pass
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    silence_stdout()  # NNI's own stdout handler of the experiment log
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -170,12 +191,12 @@ def command_line() -> str:
 
 def write_result(name: str, args: argparse.Namespace, info: dict[str, Any], config: Mapping[str, Any],
                  results: Mapping[str, Any], targets: Sequence[Mapping[str, Any]],
-                 notes: Sequence[str] = ()) -> Path:
+                 notes: Sequence[str] = (), headline: str = "") -> Path:
     """Write ``<out>/<name>.json`` atomically and return its path.
 
-    Layout: ``benchmark``, ``command``, ``quick``, ``date`` (UTC), ``machine``, ``config`` (what
-    was measured), ``results`` (absolute numbers), ``targets`` (each ``name``, ``value``,
-    ``target``, ``met``), ``notes``.
+    Layout: ``benchmark``, ``command``, ``quick``, ``date`` (UTC), ``machine``, ``headline`` (one
+    line: the ratio with its absolute numbers), ``config`` (what was measured), ``results``
+    (absolute numbers), ``targets`` (each ``name``, ``value``, ``target``, ``met``), ``notes``.
     """
     info["loadavg_end"] = loadavg()
     data = {
@@ -184,6 +205,7 @@ def write_result(name: str, args: argparse.Namespace, info: dict[str, Any], conf
         "quick": bool(args.quick),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": info,
+        "headline": headline,
         "config": dict(config),
         "results": dict(results),
         "targets": list(targets),
@@ -213,6 +235,9 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]
 
 def print_targets(targets: Sequence[Mapping[str, Any]], info: Mapping[str, Any], path: Path) -> None:
     """The target lines, the machine line and where the JSON went."""
+    data = json.loads(Path(path).read_text())
+    if data.get("headline"):
+        print(f"  {data['headline']}")
     for t in targets:
         print(f"  target {t['name']}: {t['value']} (goal {t['target']}) -> {'MET' if t['met'] else 'MISSED'}")
     print("  " + machine_line(info))

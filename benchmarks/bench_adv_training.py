@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     config = {"model": "ARNAS released genotype", "space": "arnas", "space_kwargs": space_kwargs,
               "dataset": "digits", "batch_size": batch, "eps": eps, "rounds": rounds, "warmup_rounds": 2,
               "optimizer": "SGD (TrainConfig defaults)", "attack": "PGD L-inf, random start, eval mode"}
-    path = C.write_result(NAME, args, info, config, results, targets, notes)
+    path = C.write_result(NAME, args, info, config, results, targets, notes, headline="; ".join(
+        f"PGD-{k} step {1e3 * results['seconds_median'][f'pgd{k}_step']:.0f} ms / clean step "
+        f"{1e3 * results['seconds_median']['clean_step']:.0f} ms = {results[f'pgd{k}']['ratio']:.2f} "
+        f"(ideal {k + 1}, {results[f'pgd{k}']['ratio_over_ideal']:.2f} x ideal)" for k in args.steps))
     C.print_table(
         f"Adversarial training cost (batch {batch}, ARNAS genotype width {space_kwargs.get('width')}, "
         f"{space_kwargs.get('num_cells')} cells, digits; medians of {rounds} interleaved rounds)",

@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
               "threat": threat.to_dict(), "training": {k: v for k, v in evaluator.train_config().__dict__.items()},
               "n_examples": len(x), "batch_size": cfg.eval_batch_size,
               "fast": "APGD-CE (1 restart) + APGD-T (3 targets)", "standard": "APGD-CE, APGD-T (9), FAB-T (9), Square 5000"}
-    path = C.write_result(NAME, args, info, config, results, targets, notes)
+    path = C.write_result(NAME, args, info, config, results, targets, notes, headline=(
+        f"standard {runs['standard']['seconds']:.0f} s / fast {runs['fast']['seconds']:.0f} s = {speedup:.1f} x; "
+        f"robust acc fast {100 * runs['fast']['robust_acc']:.1f}% vs standard "
+        f"{100 * runs['standard']['robust_acc']:.1f}% (gap {gap:.1f} points, {len(x)} points)"))
     rows = []
     for mode, run in runs.items():
         parts = ", ".join(f"{a['attack']} {a['seconds']:.1f}s->{100 * a['robust_acc']:.1f}%" for a in run["attacks"])

@@ -115,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                "mean_stage_seconds": mean_stage, "stage_share": share, "candidates": per_candidate}
     config = {"space": "arnas", "space_kwargs": space_kwargs, "evaluator": evaluator.config.to_dict(),
               "candidates": n, "sampling": "random_sample(space, seed=i), i = 0..n-1"}
-    path = C.write_result(NAME, args, info, config, results, [], notes)
+    path = C.write_result(NAME, args, info, config, results, [], notes, headline=(
+        f"{per_hour:.0f} candidates/hour ({mean_total:.1f} s each): training {100 * share.get('training', 0):.0f}% "
+        f"(attack generation {100 * share.get('training: attack generation', 0):.0f}%), AutoAttack "
+        f"{100 * share.get('AutoAttack', 0):.0f}%, PGD-20 {100 * share.get('PGD-20 evaluation', 0):.0f}%"))
     order = ["training", "training: attack generation", "training: weight updates and validation",
              "clean accuracy", "PGD-20 evaluation", "AutoAttack", "size and latency", "other (model build, checks)"]
     rows = [[b, mean_stage[b], 100 * share[b]] for b in order if b in mean_stage]

@@ -6,7 +6,8 @@ compare harness's one-shot evaluator): NNI's ``DARTS`` (first order), ``ARNAS`` 
 MGDA, first order), ``DSRNA`` with each metric (``jacobian``, ``bound``, ``combined``) and
 ``TAMNAS``'s supernet training (its NSGA-II subnet search after training is skipped: it is
 not part of a search epoch). A Lightning callback times every training step; seconds per
-epoch = median step time (first step of a run dropped as warm-up) x steps per epoch.
+epoch = median step time (first step of a run dropped as warm-up) x steps per epoch. DARTS
+runs first and again last; its steps from both runs are pooled into the baseline.
 
 The ideal ratio to DARTS comes from counting the passes each step needs, with unit costs
 measured on the same supernet and batch in the same run (see ``STEP_PASSES``):
@@ -127,7 +128,8 @@ def run_epoch(name: str, space_kwargs: dict, bundle: Any, steps: int) -> tuple[l
     strategy = _strategy(name, bundle.threat.eps)
     evaluator = classification_evaluator(bundle, batch_size=BATCH, max_epochs=1, limit_train_batches=steps,
                                          callbacks=[timer])
-    run_experiment(get_space("arnas", **space_kwargs), strategy, evaluator)
+    with C.silenced():
+        run_experiment(get_space("arnas", **space_kwargs), strategy, evaluator)
     if len(timer.steps) != steps:
         raise RuntimeError(f"{name}: expected {steps} timed steps, got {len(timer.steps)}")
     return timer.steps, strategy
@@ -214,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         step_times[name], strategies[name] = run_epoch(name, space_kwargs, bundle, steps)
         wall[name] = time.perf_counter() - t0
+    # DARTS once more at the end: the baseline brackets the other runs, so that a change of
+    # machine load during the benchmark shows up (drift) and is averaged out of the baseline
+    darts_again, _ = run_epoch("darts", space_kwargs, bundle, steps)
 
     x, y = bundle.tensors("train", n=BATCH)
     if "tamnas" not in strategies:
@@ -224,12 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     def step_cost(name: str) -> float:
         return sum(count * unit[kind] for kind, count in STEP_PASSES[name].items())
 
-    base_step = C.median(step_times["darts"][1:])
+    darts_first = C.median(step_times["darts"][1:])
+    darts_last = C.median(darts_again[1:])
+    base_step = C.median(step_times["darts"][1:] + darts_again[1:])
+    step_times["darts"] = step_times["darts"] + darts_again
     results: dict[str, Any] = {"unit_seconds": unit, "unit_relative_spread": {k: C.spread(v) for k, v in units.items()},
-                               "steps_per_epoch": steps_per_epoch, "strategies": {}}
+                               "steps_per_epoch": steps_per_epoch, "strategies": {},
+                               "darts_step_first_run": darts_first, "darts_step_last_run": darts_last,
+                               "darts_drift": darts_last / darts_first}
     rows, targets = [], []
     for name in names:
-        med = C.median(step_times[name][1:])
+        med = base_step if name == "darts" else C.median(step_times[name][1:])
         ratio = med / base_step
         ideal = step_cost(name) / step_cost("darts")
         naive = NAIVE_PAIRS[name] / NAIVE_PAIRS["darts"]
@@ -246,13 +256,18 @@ def main(argv: list[str] | None = None) -> int:
               "strategies": {n: {"registry": RUNS[n][0], **RUNS[n][1]} for n in names},
               "step_passes": STEP_PASSES, "naive_pairs": NAIVE_PAIRS,
               "darts": "NNI DARTS, first order, evaluator optimiser (Adam 1e-3)"}
-    path = C.write_result(NAME, args, info, config, results, targets, notes)
+    path = C.write_result(NAME, args, info, config, results, targets, notes, headline="; ".join(
+        f"{n} {results['strategies'][n]['seconds_per_epoch']:.0f} s/epoch"
+        + ("" if n == "darts" else f" ({results['strategies'][n]['ratio_to_darts']:.2f} x DARTS, ideal "
+                                   f"{results['strategies'][n]['ideal_ratio']:.2f})") for n in names))
     C.print_table(
         f"One-shot search cost on the demo ARNAS supernet (width {space_kwargs.get('width')}, "
         f"{space_kwargs.get('num_cells')} cells), digits, batch {BATCH}; medians of {steps - 1} steps, "
         f"epoch = {steps_per_epoch} steps",
         ["strategy", "s / epoch", "s / step", "ratio to DARTS", "ideal (units)", "ratio / ideal", "naive pairs"],
         rows)
+    print(f"  DARTS step {1e3 * darts_first:.0f} ms in the first run, {1e3 * darts_last:.0f} ms in the last "
+          f"(drift {darts_last / darts_first:.2f}; the baseline pools both)")
     print("  unit passes (ms): " + ", ".join(f"{k} {1e3 * v:.0f}" for k, v in unit.items()))
     for note in notes:
         print(f"  note: {note}")

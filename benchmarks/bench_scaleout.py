@@ -131,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     config = {"trials": n, "space": "arnas", "space_kwargs": space_kwargs, "evaluator": evaluator,
               "storage": "Optuna JournalFileBackend (one file per run)", "threads_per_worker": 1,
               "architectures": "the same n seeded random architectures enqueued in both runs"}
-    path = C.write_result(NAME, args, info, config, results, targets, notes)
+    path = C.write_result(NAME, args, info, config, results, targets, notes, headline=(
+        f"2 workers {runs[2]['trials_per_minute_span']:.2f} trials/min vs 1 worker "
+        f"{runs[1]['trials_per_minute_span']:.2f} = {speedup:.2f} x ({n} trials)"))
     rows = [[f"{k} worker(s)", r["complete"], r["span_seconds"], r["trials_per_minute_span"],
              r["wall_seconds"], r["trials_per_minute_wall"], r["mean_trial_seconds"], r["trials_by_worker"]]
             for k, r in runs.items()]

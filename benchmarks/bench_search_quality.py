@@ -86,7 +86,8 @@ def run_unit(strategy: str, seed: int, budget: dict[str, Any], out: str, threads
         config = _config(budget, strategy, str(Path(out) / f"{strategy}-{seed}"))
         Path(config.out).mkdir(parents=True, exist_ok=True)
         config.validate()
-        found = run_search(config, strategy, seed, progress=False)
+        with C.silenced():
+            found = run_search(config, strategy, seed, progress=False)
         rows = []
         for rank, entry in enumerate(found):
             evaluator = RobustnessEvaluator(EvaluatorConfig.from_dict(
@@ -178,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                                     "dsrna": "metric jacobian, search_epochs supernet epochs",
                                     "tamnas": f"population {budget['budget']}, 1 generation",
                                     "optuna-nsga2": "make_sampler('nsga2', seed)", "random": "NNI Random"}}
-    path = C.write_result(NAME, args, info, config, results, targets, notes)
+    path = C.write_result(NAME, args, info, config, results, targets, notes, headline=(
+        "mean hypervolume " + ", ".join(f"{s} {per[s]['mean_hypervolume']:.3g}" for s in names)
+        + "; mean best AutoAttack " + ", ".join(f"{s} {100 * per[s]['mean_best_robust_acc']:.1f}%" for s in names)
+        + f"; median random architecture {100 * random_median:.1f}%"))
     rows = [[s, per[s]["n_seeds"], per[s]["mean_candidates"], per[s]["mean_hypervolume"],
              100 * per[s]["mean_best_robust_acc"], 100 * per[s]["mean_best_clean_acc"], per[s]["mean_search_seconds"]]
             for s in names]

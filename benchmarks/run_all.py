@@ -32,6 +32,24 @@ BENCHMARKS: dict[str, str] = {
 }
 
 
+def markdown(names: list[str], folder: Path) -> str:
+    """A Markdown table of the benchmarks' JSON results (the table of docs/performance.md)."""
+    lines = ["| # | benchmark | result | target | met | command |", "|---|---|---|---|---|---|"]
+    for i, name in enumerate(BENCHMARKS, 1):
+        path = folder / f"{name}.json"
+        if name not in names or not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        targets = data["targets"]
+        met = "; ".join("yes" if t["met"] else "**no**" for t in targets) or "-"
+        goals = "; ".join(f"{t['name']}: {t['value']} (goal {t['target']})" for t in targets) or "descriptive"
+        quick = " (quick)" if data["quick"] else ""
+        lines.append(f"| {i} | {name}{quick} | {data.get('headline', '')} | {goals} | {met} | `{data['command']}` |")
+    machines = {json.loads((folder / f"{n}.json").read_text())["machine"]["cpu"] for n in names
+                if (folder / f"{n}.json").exists()}
+    return "\n".join(lines) + f"\n\nMachine(s): {', '.join(sorted(machines))}.\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="*", help=f"a subset to run, in the given order (default all: {', '.join(BENCHMARKS)})")
@@ -76,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(markdown(names, Path(args.out)))
+    print(f"  wrote {out / 'summary.json'} and {out / 'summary.md'}")
     return 0 if all(st["exit_code"] == 0 for st in status.values()) and len(status) == len(names) else 1
 
 

@@ -56,11 +56,13 @@ def test_write_result_writes_the_documented_layout(common, tmp_path):
     args = argparse.Namespace(quick=True, out=str(tmp_path))
     info = {"cpu": "test", "loadavg_start": None}
     path = common.write_result("demo", args, info, {"batch": 32}, {"ratio": 1.5},
-                               [common.target("r", 1.5, 2.0, "<=")], ["a note"])
+                               [common.target("r", 1.5, 2.0, "<=")], ["a note"], headline="ratio 1.5")
     data = json.loads(path.read_text())
     assert path == tmp_path / "demo.json"
-    assert set(data) == {"benchmark", "command", "quick", "date", "machine", "config", "results", "targets", "notes"}
+    assert set(data) == {"benchmark", "command", "quick", "date", "machine", "headline", "config", "results",
+                         "targets", "notes"}
     assert data["benchmark"] == "demo" and data["quick"] is True and data["targets"][0]["met"] is True
+    assert data["headline"] == "ratio 1.5" and data["results"] == {"ratio": 1.5}
     assert "loadavg_end" in data["machine"]
     assert not list(tmp_path.glob("*.tmp"))
 
