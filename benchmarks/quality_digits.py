@@ -170,14 +170,20 @@ def reading(group: dict[str, Any]) -> str:
     searched = [r for r in group["rows"] if r["kind"] == "searched"]
     wins = [r["name"] for r in searched if r["beats_median_random_aa"]]
     se, (lo, hi) = group["aa_standard_error_points"], group["random_robust_range"]
-    clear = [r["name"] for r in searched if abs(r["aa_margin_points"]) > 2 * se]
+    se_diff = math.sqrt(2) * se  # standard error of the difference of two such accuracies
+    clear = [r["name"] for r in searched if abs(r["aa_margin_points"]) > 2 * se_diff]
     text = (f"{len(wins)} of {len(searched)} searched architecture(s) beat the median random architecture on "
             f"AutoAttack accuracy ({', '.join(wins) if wins else 'none'}). The five random architectures "
             f"span {_pct(lo)}-{_pct(hi)}% AutoAttack accuracy; one AutoAttack accuracy on "
             f"{searched[0]['metrics']['n_examples']} test points has a binomial standard error of about "
-            f"{se:.1f} points. ")
-    text += (f"Margins larger than two standard errors: {', '.join(clear)}." if clear else
-             "No searched architecture differs from the median random one by more than two standard errors.")
+            f"{se:.1f} points, a difference of two about {se_diff:.1f}. ")
+    text += (f"Margins above two standard errors of a difference ({2 * se_diff:.1f} points): {', '.join(clear)}."
+             if clear else f"No searched architecture differs from the median random one by more than two "
+                           f"standard errors of a difference ({2 * se_diff:.1f} points).")
+    near_chance = [r["name"] for r in group["rows"] if r["metrics"]["clean_acc"] < 0.2]
+    if near_chance:
+        text += (f" Clean accuracy near chance (10 classes) for {', '.join(near_chance)}: these networks "
+                 "did not learn, and their robust accuracies say nothing about robustness.")
     return text
 
 
@@ -230,9 +236,11 @@ def markdown(data: dict[str, Any]) -> str:
     lines += [
         "## Reading",
         "",
-        "These are tiny budgets on a tiny dataset: two supernet epochs, a handful of TAM-NAS subnets, "
-        "eight epochs of retraining, one seed for everything. Differences of a few points are within the "
-        "noise of one seed (the test-point standard error above, plus the spread of retraining from other "
+        f"These are tiny budgets on a tiny dataset: {cfg['search_epochs']} supernet epoch(s), "
+        f"{cfg['tamnas']['population_size'] * cfg['tamnas']['generations']} TAM-NAS subnets, "
+        f"{final['epochs']} epoch(s) of retraining, one seed for everything. Differences of a few points "
+        "are within the noise of one seed (the test-point standard error above, plus the spread of retraining "
+        "from other "
         "initial weights, which this run does not measure). The table shows that the three strategies run "
         "end to end through the NNI experiment and return architectures that the shared evaluator retrains "
         "and attacks like any other; it is not evidence that one strategy beats random search. For that, "
