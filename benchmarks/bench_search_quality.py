@@ -5,8 +5,8 @@ data and budget, and every architecture it returns is retrained from scratch and
 by the same ``final`` evaluator (PGD adversarial training, AutoAttack ``fast``). Budget per
 seed: ``budget`` candidates for random search and Optuna NSGA-II (each trained and attacked
 by the ``search`` evaluator), ``budget`` subnets (population ``budget``, 1 generation) scored
-on the TAM-NAS supernet, ``search_epochs`` supernet epochs for ARNAS and DSRNA (Jacobian)
-and TAM-NAS; the top ``top_k`` architectures of each unit (first front, most robust first)
+on the TAM-NAS supernet, ``search_epochs`` supernet epochs of ``search_batches`` batches of
+64 for ARNAS, DSRNA (Jacobian) and TAM-NAS; the top ``top_k`` architectures of each unit (first front, most robust first)
 are retrained. Random search's ``budget`` candidates are all retrained: its first
 ``top_k`` (the same selection rule) give its hypervolume, and all of them give the median
 random architecture.
@@ -49,11 +49,11 @@ def settings(quick: bool) -> dict[str, Any]:
     """The budget of the comparison (the same for every strategy)."""
     if quick:
         return {"space_kwargs": {"width": 4, "num_cells": 4}, "seeds": [0], "budget": 2, "top_k": 1,
-                "search_epochs": 1,
+                "search_epochs": 1, "search_batches": 3,
                 "search": {"recipe": "pgd", "epochs": 1, "batch_size": 64, "attack": "fast", "n_examples": 32},
                 "final": {"recipe": "pgd", "epochs": 1, "batch_size": 64, "attack": "fast", "n_examples": 32}}
     return {"space_kwargs": {"width": 4, "num_cells": 4}, "seeds": [0, 1, 2], "budget": 4, "top_k": 2,
-            "search_epochs": 1,
+            "search_epochs": 1, "search_batches": 8,
             "search": {"recipe": "pgd", "epochs": 1, "batch_size": 64, "attack": "fast", "n_examples": 32},
             "final": {"recipe": "pgd", "epochs": 3, "batch_size": 64, "attack": "fast", "n_examples": 100}}
 
@@ -64,10 +64,11 @@ def _config(budget: dict[str, Any], strategy: str, out: str) -> Any:
     return CompareConfig(
         preset="bench", dataset="digits", space="arnas", space_kwargs=dict(budget["space_kwargs"]),
         strategies=[strategy], seeds=list(budget["seeds"]), budget=budget["budget"],
-        search_epochs=budget["search_epochs"],
+        search_epochs=budget["search_epochs"], search_batches=budget["search_batches"],
         # random search: every candidate is retrained (its median), the first top_k give its hypervolume
         top_k=budget["budget"] if strategy == "random" else budget["top_k"],
-        strategy_kwargs={"tamnas": {"population_size": budget["budget"], "generations": 1}},
+        strategy_kwargs={"tamnas": {"population_size": budget["budget"], "generations": 1, "eval_batches": 2,
+                                    "bn_batches": 4}},
         search=dict(budget["search"]), final=dict(budget["final"]), out=out)
 
 
@@ -103,12 +104,13 @@ def run_unit(strategy: str, seed: int, budget: dict[str, Any], out: str, threads
 
 
 def hypervolume(rows: list[dict[str, Any]], reference: list[float]) -> float:
+    """Hypervolume of ``rows`` as a fraction of the reference box (1 x 1 x reference parameters)."""
     from robustnas.strategies.pareto import hypervolume as hv
 
     if not rows:
         return 0.0
     points = [[r["metrics"][k] for k in HV_OBJECTIVES] for r in rows]
-    return hv(points, reference, ["maximize", "maximize", "minimize"])
+    return hv(points, reference, ["maximize", "maximize", "minimize"]) / reference[2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             for s in names]
     C.print_table(
         f"Search quality at equal budget on digits, ARNAS space {budget['space_kwargs']}: {budget['budget']} "
-        f"candidates / {budget['search_epochs']} supernet epoch(s) per seed, top {budget['top_k']} retrained "
+        f"candidates / {budget['search_epochs']} supernet epoch(s) of {budget['search_batches']} batches per seed, "
+        f"top {budget['top_k']} retrained "
         f"({budget['final']}); seeds {budget['seeds']}; {wall / 60:.1f} min on {args.jobs} processes",
         ["strategy", "seeds", "candidates", "hypervolume", "best AA %", "best clean %", "search s"], rows)
     print(f"  median random architecture: AutoAttack {100 * random_median:.1f}% over {len(random_all)} retrained")
