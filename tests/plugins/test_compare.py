@@ -22,7 +22,7 @@ TINY = {
     "seeds": [0],
     "budget": 2,
     "search_epochs": 1,
-    "top_k": 2,
+    "top_k": 1,
     # eps 0.1 (half the digits default) so that one epoch of PGD training leaves some robust accuracy.
     "search": {"recipe": "standard", "epochs": 1, "batch_size": 64, "attack": "fast", "n_examples": 16, "eps": 0.1},
     "final": {"recipe": "pgd", "epochs": 2, "batch_size": 64, "attack": "fast", "n_examples": 32, "eps": 0.1},
@@ -79,7 +79,7 @@ def test_report_has_one_row_per_strategy_traced_to_results_json(tiny_run):
 
 def test_resume_after_interruption_does_not_redo_finished_units(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    config = _config(out, strategies=["random", "optuna-random"], top_k=1)
+    config = _config(out, strategies=["random", "optuna-random"])
 
     def stop_after_first(strategy, seed):
         raise KeyboardInterrupt
