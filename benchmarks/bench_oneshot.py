@@ -7,7 +7,8 @@ MGDA, first order), ``DSRNA`` with each metric (``jacobian``, ``bound``, ``combi
 ``TAMNAS``'s supernet training (its NSGA-II subnet search after training is skipped: it is
 not part of a search epoch). A Lightning callback times every training step; seconds per
 epoch = median step time (first step of a run dropped as warm-up) x steps per epoch. DARTS
-runs first and again last; its steps from both runs are pooled into the baseline.
+runs first and again after every strategy; a strategy's ratio divides by the mean of the
+two DARTS runs around it, so that load changes on a shared machine cancel out.
 
 The ideal ratio to DARTS comes from counting the passes each step needs, with unit costs
 measured on the same supernet and batch in the same run (see ``STEP_PASSES``):
@@ -197,7 +198,7 @@ def unit_costs(darts: Any, tamnas: Any, x: Any, y: Any, eps: float, rounds: int)
 
 def main(argv: list[str] | None = None) -> int:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=None, help="training steps per measured epoch (6; quick 3)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per measured epoch (5; quick 3)")
     p.add_argument("--only", nargs="+", choices=list(RUNS), help="measure these strategies (darts always)")
     args = p.parse_args(argv)
     C.setup(args)
@@ -207,18 +208,33 @@ def main(argv: list[str] | None = None) -> int:
     info = C.machine()
     bundle = load_dataset("digits")
     space_kwargs, notes = C.demo_space_kwargs("arnas", bundle)
-    steps = args.steps or (3 if args.quick else 6)
-    names = ["darts"] + [n for n in RUNS if n != "darts" and (not args.only or n in args.only)]
+    steps = args.steps or (3 if args.quick else 5)
+    others = [n for n in RUNS if n != "darts" and (not args.only or n in args.only)]
+    names = ["darts"] + others
     steps_per_epoch = math.ceil(len(bundle.train) / BATCH)
 
-    step_times, strategies, wall = {}, {}, {}
-    for name in names:
+    # DARTS runs before the first strategy and after every one: each strategy's baseline is the
+    # mean of the two DARTS runs around it, so a change of machine load during the benchmark
+    # cancels out of its ratio (and shows up as drift between DARTS runs).
+    step_times: dict[str, list[float]] = {}
+    strategies: dict[str, Any] = {}
+    wall: dict[str, float] = {}
+    darts_runs: list[list[float]] = []
+    baseline: dict[str, float] = {}
+    for name in ["darts"] + [n for pair in zip(others, ["darts"] * len(others)) for n in pair]:
         t0 = time.perf_counter()
-        step_times[name], strategies[name] = run_epoch(name, space_kwargs, bundle, steps)
-        wall[name] = time.perf_counter() - t0
-    # DARTS once more at the end: the baseline brackets the other runs, so that a change of
-    # machine load during the benchmark shows up (drift) and is averaged out of the baseline
-    darts_again, _ = run_epoch("darts", space_kwargs, bundle, steps)
+        times, strategies[name] = run_epoch(name, space_kwargs, bundle, steps)
+        if name == "darts":
+            darts_runs.append(times)
+            if len(darts_runs) > 1:
+                previous = others[len(darts_runs) - 2]
+                baseline[previous] = (C.median(darts_runs[-2][1:]) + C.median(darts_runs[-1][1:])) / 2
+        else:
+            step_times[name], wall[name] = times, time.perf_counter() - t0
+    step_times["darts"] = [t for run in darts_runs for t in run]
+    darts_medians = [C.median(run[1:]) for run in darts_runs]
+    baseline["darts"] = C.median([t for run in darts_runs for t in run[1:]])
+    wall["darts"] = float("nan")
 
     x, y = bundle.tensors("train", n=BATCH)
     if "tamnas" not in strategies:
@@ -229,25 +245,22 @@ def main(argv: list[str] | None = None) -> int:
     def step_cost(name: str) -> float:
         return sum(count * unit[kind] for kind, count in STEP_PASSES[name].items())
 
-    darts_first = C.median(step_times["darts"][1:])
-    darts_last = C.median(darts_again[1:])
-    base_step = C.median(step_times["darts"][1:] + darts_again[1:])
-    step_times["darts"] = step_times["darts"] + darts_again
     results: dict[str, Any] = {"unit_seconds": unit, "unit_relative_spread": {k: C.spread(v) for k, v in units.items()},
                                "steps_per_epoch": steps_per_epoch, "strategies": {},
-                               "darts_step_first_run": darts_first, "darts_step_last_run": darts_last,
-                               "darts_drift": darts_last / darts_first}
+                               "darts_run_median_steps": darts_medians,
+                               "darts_drift": max(darts_medians) / min(darts_medians)}
     rows, targets = [], []
     for name in names:
-        med = base_step if name == "darts" else C.median(step_times[name][1:])
-        ratio = med / base_step
+        med = baseline["darts"] if name == "darts" else C.median(step_times[name][1:])
+        ratio = med / baseline[name]
         ideal = step_cost(name) / step_cost("darts")
         naive = NAIVE_PAIRS[name] / NAIVE_PAIRS["darts"]
         results["strategies"][name] = {
             "step_seconds": step_times[name], "median_step_seconds": med,
             "seconds_per_epoch": med * steps_per_epoch, "run_wall_seconds": wall[name],
             "ratio_to_darts": ratio, "ideal_ratio": ideal, "naive_pair_ratio": naive,
-            "ratio_over_ideal": ratio / ideal, "passes": STEP_PASSES[name], "ideal_step_seconds": step_cost(name)}
+            "ratio_over_ideal": ratio / ideal, "passes": STEP_PASSES[name], "ideal_step_seconds": step_cost(name),
+            "darts_baseline_step_seconds": baseline[name]}
         rows.append([name, med * steps_per_epoch, med, ratio, ideal, ratio / ideal, naive])
         if name != "darts":
             targets.append(C.target(f"{name} epoch / DARTS epoch over ideal {ideal:.2f}", ratio / ideal, TARGET, "<="))
@@ -266,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         f"epoch = {steps_per_epoch} steps",
         ["strategy", "s / epoch", "s / step", "ratio to DARTS", "ideal (units)", "ratio / ideal", "naive pairs"],
         rows)
-    print(f"  DARTS step {1e3 * darts_first:.0f} ms in the first run, {1e3 * darts_last:.0f} ms in the last "
-          f"(drift {darts_last / darts_first:.2f}; the baseline pools both)")
+    print("  DARTS step (ms) in its runs around the others: "
+          + ", ".join(f"{1e3 * m:.0f}" for m in darts_medians)
+          + f" (drift {results['darts_drift']:.2f}; each ratio uses the two runs around it)")
     print("  unit passes (ms): " + ", ".join(f"{k} {1e3 * v:.0f}" for k, v in unit.items()))
     for note in notes:
         print(f"  note: {note}")
