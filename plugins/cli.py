@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         "judged by one shared AutoAttack evaluator.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own); 1 avoids "
+                        "oversubscription when other processes share the cores")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("list", help="list spaces, strategies, samplers, datasets, recipes and presets")
@@ -249,6 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"robustnas: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.command is None:
         parser.print_help()
         return 0
