@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as _dt
+import json
 import math
 import os
 import statistics
@@ -180,6 +180,18 @@ def reading(group: dict[str, Any]) -> str:
     text += (f"Margins above two standard errors of a difference ({2 * se_diff:.1f} points): {', '.join(clear)}."
              if clear else f"No searched architecture differs from the median random one by more than two "
                            f"standard errors of a difference ({2 * se_diff:.1f} points).")
+    med_params = group["random_median"]["params"]
+    text += " Size: " + ", ".join(
+        f"{r['name']} {r['metrics']['params']:,} parameters ({r['metrics']['params'] / med_params:.2f} x the median "
+        "random)" for r in searched) + "."
+    for r in searched:
+        if "robust_acc" not in r["search_metrics"] and r["search_cost"]["candidates"] > 1:
+            text += (f" {r['name']}'s top-1 is the first of its search front as the strategy orders it (its "
+                     "supernet scores carry no `robust_acc`, so `run_search` keeps that order"
+                     + ("; TAM-NAS sorts its front by size, so this is the smallest network on the front"
+                        if r["strategy"] == "tamnas" else "") + "), scored on the supernet "
+                     f"at clean {_pct(r['search_metrics'].get('clean_acc', float('nan')))}% / PGD "
+                     f"{_pct(r['search_metrics'].get('pgd_acc', float('nan')))}%.")
     near_chance = [r["name"] for r in group["rows"] if r["metrics"]["clean_acc"] < 0.2]
     if near_chance:
         text += (f" Clean accuracy near chance (10 classes) for {', '.join(near_chance)}: these networks "
@@ -241,9 +253,12 @@ def markdown(data: dict[str, Any]) -> str:
         f"{final['epochs']} epoch(s) of retraining, one seed for everything. Differences of a few points "
         "are within the noise of one seed (the test-point standard error above, plus the spread of retraining "
         "from other "
-        "initial weights, which this run does not measure). The table shows that the three strategies run "
+        "initial weights, which this run does not measure). Gaps larger than the test-point noise (named "
+        "above) are real for this seed and recipe, but may come from the selection rule and the network's "
+        "size rather than from what the search learned about robustness. The table shows that the three strategies run "
         "end to end through the NNI experiment and return architectures that the shared evaluator retrains "
-        "and attacks like any other; it is not evidence that one strategy beats random search. For that, "
+        "and attacks like any other; whichever way the comparison goes, one seed at this budget is not evidence "
+        "that a strategy beats or loses to random search. For that, "
         "use several seeds and larger budgets (`robustnas compare --preset small`, "
         "`benchmarks/bench_search_quality.py`).",
         "",
@@ -311,7 +326,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{_pct(g['random_median']['robust_acc'])}%" for g in groups for r in g["rows"] if r["kind"] == "searched")
     path = C.write_result(NAME, ns, info, config, results, targets,
                           notes=["quick run: minimal budgets"] if args.quick else [], headline=headline)
-    import json
 
     data = json.loads(path.read_text())
     _write_atomic(Path(args.out), markdown(data))
