@@ -258,21 +258,25 @@ def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool =
 
 
 def _top_k(records: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]:
-    """The first non-dominated front (clean up, robust up, params down) first, best robust accuracy first."""
+    """The first non-dominated front (clean up, robust up, params down) first, most robust first.
+
+    "Robust" is AutoAttack accuracy where the search measured it, else PGD accuracy (one-shot
+    strategies score subnets on the supernet with PGD only).
+    """
     from robustnas.strategies.pareto import non_dominated_sort
 
     unique: dict[str, dict[str, Any]] = {}
     for rec in records:
         unique.setdefault(json.dumps(rec["sample"], sort_keys=True), rec)
     records = list(unique.values())
-    scored = [r for r in records if r.get("metrics") and "robust_acc" in r["metrics"] and "params" in r["metrics"]]
-    if len(scored) < len(records):  # one-shot exports without per-candidate metrics keep their order
-        return records[:k]
-    points = [[r["metrics"]["clean_acc"], r["metrics"]["robust_acc"], r["metrics"]["params"]] for r in scored]
-    fronts = non_dominated_sort(points, ["maximize", "maximize", "minimize"])
+    robust = next((key for key in ("robust_acc", "pgd_acc")
+                   if records and all(key in (r.get("metrics") or {}) for r in records)), None)
+    if robust is None or not all({"clean_acc", "params"} <= set(r["metrics"]) for r in records):
+        return records[:k]  # exports without per-candidate metrics keep the strategy's order
+    points = [[r["metrics"]["clean_acc"], r["metrics"][robust], r["metrics"]["params"]] for r in records]
     ordered = []
-    for front in fronts:
-        ordered.extend(sorted((scored[i] for i in front), key=lambda r: -r["metrics"]["robust_acc"]))
+    for front in non_dominated_sort(points, ["maximize", "maximize", "minimize"]):
+        ordered.extend(sorted((records[i] for i in front), key=lambda r: -r["metrics"][robust]))
     return ordered[:k]
 
 

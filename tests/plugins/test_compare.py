@@ -165,3 +165,18 @@ def test_cli_list_names_every_registry(capsys):
     assert {"arnas", "dsrna", "tiny"} <= set(listed["spaces"])
     assert {"arnas", "dsrna", "tamnas", "random", "optuna-nsga2"} <= set(listed["strategies"])
     assert "digits" in listed["datasets"] and "demo" in listed["presets"]
+
+
+def test_top_k_ranks_by_autoattack_else_by_pgd_accuracy():
+    def rec(i, clean, robust_key, robust, params):
+        return {"sample": {"i": i}, "metrics": {"clean_acc": clean, robust_key: robust, "params": params}}
+
+    # Supernet scores (pgd_acc only): the most robust member of the first front comes first,
+    # not the smallest one, and a dominated record comes after the whole front.
+    pgd_only = [rec(0, 0.9, "pgd_acc", 0.1, 100), rec(1, 0.8, "pgd_acc", 0.5, 500),
+                rec(2, 0.7, "pgd_acc", 0.4, 600), rec(3, 0.95, "pgd_acc", 0.3, 300)]
+    assert [r["sample"]["i"] for r in compare_mod._top_k(pgd_only, 4)] == [1, 3, 0, 2]
+    with_aa = [rec(0, 0.9, "robust_acc", 0.2, 100), rec(1, 0.9, "robust_acc", 0.6, 900)]
+    assert [r["sample"]["i"] for r in compare_mod._top_k(with_aa, 1)] == [1]
+    exported = [{"sample": {"i": 7}, "metrics": {}}, {"sample": {"i": 7}, "metrics": {}}]
+    assert compare_mod._top_k(exported, 2) == [exported[0]]  # duplicates dropped, order kept
