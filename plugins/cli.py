@@ -236,10 +236,14 @@ def _quiet_third_party(verbose: int) -> None:
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"nni\..*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=r".*(LeafSpec|does not have many workers|GPU available).*")
-    import nni  # noqa: F401  (nni sets its logger to INFO on import: import it before lowering the level)
+    # nni, Lightning and Optuna set their loggers to INFO on import: import them before lowering the level.
+    import nni  # noqa: F401
+    import optuna
+    import pytorch_lightning  # noqa: F401
 
-    for name in ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+    for name in ("nni", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
