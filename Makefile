@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/robustnas compare --preset demo
+	$(VENV)/bin/robustnas --threads 1 compare --preset demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
