@@ -234,10 +234,12 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]
 
 
 def print_targets(targets: Sequence[Mapping[str, Any]], info: Mapping[str, Any], path: Path) -> None:
-    """The target lines, the machine line and where the JSON went."""
+    """The headline, the notes, the target lines, the machine line and where the JSON went."""
     data = json.loads(Path(path).read_text())
     if data.get("headline"):
         print(f"  {data['headline']}")
+    for note in data.get("notes", []):
+        print(f"  note: {note}")
     for t in targets:
         print(f"  target {t['name']}: {t['value']} (goal {t['target']}) -> {'MET' if t['met'] else 'MISSED'}")
     print("  " + machine_line(info))

@@ -135,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{cfg.epochs} epochs PGD-{cfg.train_attack_steps}: clean {100 * clean:.1f}%, PGD-20 {100 * pgd20:.1f}%",
         ["mode", "seconds", "robust %", "per attack (time -> robust acc after it)"], rows)
     print(f"  speed-up {speedup:.2f} x, gap {gap:.2f} points")
-    for note in notes:
-        print(f"  note: {note}")
     C.print_targets(targets, info, path)
     return 0
 

@@ -127,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{n} random ARNAS candidates (width {space_kwargs.get('width')}, {space_kwargs.get('num_cells')} cells)",
         ["stage", "mean s / candidate", "% of total"], rows)
     print(f"  {per_hour:.1f} candidates per hour ({mean_total:.1f} s per candidate); no target (descriptive)")
-    for note in notes:
-        print(f"  note: {note}")
     C.print_targets([], info, path)
     return 0
 

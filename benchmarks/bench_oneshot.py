@@ -289,8 +289,6 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{1e3 * m:.0f}" for m in darts_medians)
           + f" (drift {results['darts_drift']:.2f}; each ratio uses the two runs around it)")
     print("  unit passes (ms): " + ", ".join(f"{k} {1e3 * v:.0f}" for k, v in unit.items()))
-    for note in notes:
-        print(f"  note: {note}")
     C.print_targets(targets, info, path)
     return 0
 

@@ -141,8 +141,6 @@ def main(argv: list[str] | None = None) -> int:
                   ["run", "trials", "span s", "trials/min", "wall s", "trials/min (wall)", "s/trial", "per worker"],
                   rows)
     print(f"  speed-up {speedup:.2f} x (first start to last end), {speedup_wall:.2f} x (wall, with start-up)")
-    for note in notes:
-        print(f"  note: {note}")
     C.print_targets(targets, info, path)
     return 0
 

@@ -195,8 +195,6 @@ def main(argv: list[str] | None = None) -> int:
         f"({budget['final']}); seeds {budget['seeds']}; {wall / 60:.1f} min on {args.jobs} processes",
         ["strategy", "seeds", "candidates", "hypervolume", "best AA %", "best clean %", "search s"], rows)
     print(f"  median random architecture: AutoAttack {100 * random_median:.1f}% over {len(random_all)} retrained")
-    for note in notes:
-        print(f"  note: {note}")
     C.print_targets(targets, info, path)
     return 0
 
