@@ -34,9 +34,45 @@ def _config(out: Path, **changes) -> CompareConfig:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def sampler_calls():
+    """Keyword arguments of every ``make_sampler`` call made by the module's compare run."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, sampler_calls):
+    import robustnas.plugins.optuna as optuna_plugin
+
+    real = optuna_plugin.make_sampler
+
+    def spy(name, seed=None, **kwargs):
+        sampler_calls.append({"name": name, "seed": seed, **kwargs})
+        return real(name, seed=seed, **kwargs)
+
     out = tmp_path_factory.mktemp("compare") / "run"
-    return out, compare(_config(out), progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(optuna_plugin, "make_sampler", spy)
+        return out, compare(_config(out), progress=False)
+
+
+def test_nsga2_population_is_sized_from_the_budget(tiny_run, sampler_calls):
+    # Optuna's default population (50) would make a 2-candidate NSGA-II plain random search.
+    assert sampler_calls == [{"name": "nsga2", "seed": 0, "population_size": 2}]
+
+
+@pytest.mark.parametrize("budget, population", [(1, 2), (4, 2), (8, 3), (12, 4), (50, 17), (1000, 50)])
+def test_population_for_gives_about_three_generations(budget, population):
+    assert compare_mod.population_for(budget) == population
+
+
+def test_evolutionary_defaults_fill_only_what_is_missing():
+    assert compare_mod.evolutionary_defaults("optuna-nsga3", 12, {}) == {"population_size": 4}
+    assert compare_mod.evolutionary_defaults("evolution", 12, {}) == {"population_size": 4, "sample_size": 2}
+    assert compare_mod.evolutionary_defaults("optuna-nsga2", 12, {"population_size": 9}) == {"population_size": 9}
+    assert compare_mod.evolutionary_defaults("evolution", 12, {"sample_size": 1}) == {
+        "population_size": 4, "sample_size": 1}
+    for name in ("random", "optuna-tpe", "arnas", "tamnas"):
+        assert compare_mod.evolutionary_defaults(name, 12, {"x": 1}) == {"x": 1}
 
 
 def test_compare_writes_results_report_and_plot(tiny_run):
