@@ -93,8 +93,12 @@ def main(argv: list[str] | None = None) -> int:
                   ["benchmark", "measure", "value", "target", "seconds"], rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    previous = out / "summary.json"
+    if args.names and previous.exists():  # a subset run updates its rows and keeps the others
+        kept = json.loads(previous.read_text()).get("benchmarks", {})
+        summary["benchmarks"] = {**{k: v for k, v in kept.items() if k not in status}, **summary["benchmarks"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "summary.md").write_text(markdown(names, Path(args.out)))
+    (out / "summary.md").write_text(markdown(list(BENCHMARKS), out))
     print(f"  wrote {out / 'summary.json'} and {out / 'summary.md'}")
     return 0 if all(st["exit_code"] == 0 for st in status.values()) and len(status) == len(names) else 1
 
