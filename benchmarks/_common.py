@@ -171,12 +171,24 @@ def spread(values: Sequence[float]) -> float:
     return float((q[2] - q[0]) / statistics.median(values))
 
 
-def target(name: str, value: float, goal: float, kind: str, unit: str = "") -> dict[str, Any]:
-    """One target check: ``kind`` is ``"<="`` (value at most goal) or ``">="``."""
+def target(name: str, value: float, goal: float, kind: str, unit: str = "",
+           se: float | None = None) -> dict[str, Any]:
+    """One target check: ``kind`` is ``"<="`` (value at most goal) or ``">="``.
+
+    ``se``: the standard error of ``value`` where it is a mean over seeds (shown as ``value ± se``).
+    """
     if kind not in ("<=", ">="):
         raise ValueError(f"unknown target kind {kind!r}; valid: '<=', '>='")
     met = value <= goal if kind == "<=" else value >= goal
-    return {"name": name, "value": round(float(value), 4), "target": f"{kind} {goal}{unit}", "met": bool(met)}
+    out = {"name": name, "value": round(float(value), 4), "target": f"{kind} {goal}{unit}", "met": bool(met)}
+    if se is not None:
+        out["se"] = round(float(se), 4)
+    return out
+
+
+def value_text(t: Mapping[str, Any]) -> str:
+    """A target's value, with ``± se`` when it has a standard error."""
+    return f"{t['value']} ± {t['se']}" if t.get("se") is not None else f"{t['value']}"
 
 
 def command_line() -> str:
@@ -241,7 +253,7 @@ def print_targets(targets: Sequence[Mapping[str, Any]], info: Mapping[str, Any],
     for note in data.get("notes", []):
         print(f"  note: {note}")
     for t in targets:
-        print(f"  target {t['name']}: {t['value']} (goal {t['target']}) -> {'MET' if t['met'] else 'MISSED'}")
+        print(f"  target {t['name']}: {value_text(t)} (goal {t['target']}) -> {'MET' if t['met'] else 'MISSED'}")
     print("  " + machine_line(info))
     print(f"  wrote {path}")
 

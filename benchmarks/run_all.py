@@ -42,7 +42,7 @@ def markdown(names: list[str], folder: Path) -> str:
         data = json.loads(path.read_text())
         targets = data["targets"]
         met = "; ".join("yes" if t["met"] else "**no**" for t in targets) or "-"
-        goals = "; ".join(f"{t['name']}: {t['value']} (goal {t['target']})" for t in targets) or "descriptive"
+        goals = "; ".join(f"{t['name']}: {C.value_text(t)} (goal {t['target']})" for t in targets) or "descriptive"
         quick = " (quick)" if data["quick"] else ""
         lines.append(f"| {i} | {name}{quick} | {data.get('headline', '')} | {goals} | {met} | `{data['command']}` |")
     machines = {json.loads((folder / f"{n}.json").read_text())["machine"]["cpu"] for n in names
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         if not targets:
             rows.append([name, "-" if data else "FAILED", "-", "-", st["seconds"]])
         for t in targets:
-            rows.append([name, t["name"], t["value"], f"{t['target']} {'MET' if t['met'] else 'MISSED'}",
+            rows.append([name, t["name"], C.value_text(t), f"{t['target']} {'MET' if t['met'] else 'MISSED'}",
                          st["seconds"]])
     C.print_table(f"Summary ({total / 60:.1f} min, {'quick' if args.quick else 'full'} runs)",
                   ["benchmark", "measure", "value", "target", "seconds"], rows)

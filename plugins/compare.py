@@ -243,7 +243,8 @@ def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool =
     bundle = evaluator.bundle
     space_kwargs = {"input_shape": tuple(bundle.input_shape), "num_classes": bundle.num_classes, **space_kwargs}
     space = get_space(space_name, **space_kwargs)
-    kwargs = evolutionary_defaults(strategy, config.budget, config.strategy_kwargs.get(strategy, {}))
+    kwargs = seeded(strategy, seed, evolutionary_defaults(strategy, config.budget,
+                                                          config.strategy_kwargs.get(strategy, {})))
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if strategy.startswith(OPTUNA_PREFIX):
@@ -287,6 +288,22 @@ def evolutionary_defaults(strategy: str, budget: int, kwargs: dict[str, Any]) ->
     kwargs[key] = population_for(budget)
     if strategy == "evolution":  # tournament size: NNI's default 25 would exceed the population
         kwargs.setdefault("sample_size", max(1, kwargs[key] // 2))
+    return kwargs
+
+
+def seeded(strategy: str, seed: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``seed`` added for strategies that take one and were given none.
+
+    Without it NNI's ``Random`` and ``RegularizedEvolution`` draw from an unseeded generator
+    (a seed's run cannot be repeated) and TAM-NAS's NSGA-II starts every seed from the same
+    population (its default seed 0), so "three seeds" would be one. Optuna samplers get the
+    seed in :func:`_search_optuna`; the differentiable strategies follow ``torch.manual_seed``.
+    """
+    from robustnas.strategies import takes_seed
+
+    kwargs = dict(kwargs)
+    if not strategy.startswith(OPTUNA_PREFIX) and "seed" not in kwargs and takes_seed(strategy):
+        kwargs["seed"] = seed
     return kwargs
 
 

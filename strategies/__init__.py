@@ -9,6 +9,7 @@ through the entry-point group ``robustnas.strategies`` (name -> ``module:attr``)
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -19,7 +20,7 @@ from .dsrna import DSRNA
 _logger = logging.getLogger(__name__)
 
 __all__ = ["ARNAS", "DSRNA", "TAMNAS", "STRATEGIES", "ENTRY_POINT_GROUP", "available_strategies", "get_strategy",
-           "register_strategy", "mgda_two_task"]
+           "register_strategy", "strategy_factory", "takes_seed", "mgda_two_task"]
 
 ENTRY_POINT_GROUP = "robustnas.strategies"
 
@@ -69,13 +70,32 @@ def get_strategy(name: str, **kwargs: Any) -> Any:
 
     >>> get_strategy("dsrna", metric="jacobian", gamma=0.01)  # doctest: +SKIP
     """
+    return strategy_factory(name)(**kwargs)
+
+
+def strategy_factory(name: str) -> Callable[..., Any]:
+    """The class (or factory) registered as ``name``, not yet built."""
     key = name.lower().replace("_", "-") if isinstance(name, str) else name
     if key in STRATEGIES:
-        return _resolve(STRATEGIES[key])(**kwargs)
+        return _resolve(STRATEGIES[key])
     eps = _entry_point_strategies()
     if key in eps:
-        return eps[key].load()(**kwargs)
+        return eps[key].load()
     raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(available_strategies())}")
+
+
+def takes_seed(name: str) -> bool:
+    """Whether the strategy registered as ``name`` has an explicit ``seed`` argument.
+
+    NNI's ``Random``, ``GridSearch`` and ``RegularizedEvolution`` and our ``TAMNAS`` do; the
+    differentiable ones (ARNAS, DSRNA, DARTS, ...) draw only from torch's global generator.
+    """
+    factory = strategy_factory(name)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # callables without a readable signature
+        return False
+    return "seed" in params and params["seed"].kind is not inspect.Parameter.VAR_KEYWORD
 
 
 def __getattr__(name: str) -> Any:  # lazy: TAM-NAS lives in its own module

@@ -36,6 +36,22 @@ def test_target_is_met_only_on_the_right_side_of_the_goal(common):
         common.target("x", 1.0, 1.0, "<")
 
 
+def test_target_standard_error_is_kept_and_shown_next_to_the_value(common):
+    t = common.target("margin", -0.017, 0.0, ">=", se=0.0123456)
+    assert t["se"] == 0.0123 and t["met"] is False
+    assert common.value_text(t) == "-0.017 ± 0.0123"
+    assert common.value_text(common.target("margin", 0.5, 0.0, ">=")) == "0.5"
+
+
+def test_search_quality_standard_error_is_sample_deviation_over_root_n():
+    import statistics
+
+    sq = _load("bench_search_quality")
+
+    assert sq.standard_error([0.1]) is None
+    assert sq.standard_error([0.1, 0.3, 0.2]) == pytest.approx(statistics.stdev([0.1, 0.3, 0.2]) / 3 ** 0.5)
+
+
 def test_paired_ratio_is_the_median_of_per_round_ratios(common):
     # round 2 ran under load on both sides: pairing cancels it, a ratio of medians would not
     assert common.paired_ratio([2.0, 20.0, 2.2], [1.0, 10.0, 1.0]) == pytest.approx(2.0)

@@ -75,6 +75,27 @@ def test_evolutionary_defaults_fill_only_what_is_missing():
         assert compare_mod.evolutionary_defaults(name, 12, {"x": 1}) == {"x": 1}
 
 
+def test_seeded_passes_the_run_seed_to_strategies_that_take_one():
+    assert compare_mod.seeded("random", 3, {}) == {"seed": 3}
+    assert compare_mod.seeded("evolution", 3, {"population_size": 4}) == {"population_size": 4, "seed": 3}
+    assert compare_mod.seeded("tamnas", 3, {}) == {"seed": 3}
+    assert compare_mod.seeded("random", 3, {"seed": 7}) == {"seed": 7}  # the user's own seed wins
+    for name in ("arnas", "dsrna", "darts", "optuna-nsga2"):  # torch's generator / make_sampler(seed=...)
+        assert compare_mod.seeded(name, 3, {}) == {}
+
+
+def test_random_search_repeats_under_its_seed_and_differs_across_seeds(tmp_path):
+    config = _config(tmp_path / "seeded", strategies=["random"], budget=1, top_k=1)
+
+    def samples(seed):
+        return [entry["record"]["sample"] for entry in compare_mod.run_search(config, "random", seed, progress=False)]
+
+    first = samples(0)
+    assert len(first) == 1
+    assert samples(0) == first
+    assert samples(1) != first
+
+
 def test_compare_writes_results_report_and_plot(tiny_run):
     out, result = tiny_run
     for name in ("results.json", "report.md", "pareto.png", "optuna.journal"):

@@ -134,6 +134,16 @@ def test_registry_builds_strategies_by_name_and_lists_valid_names_on_error():
         get_strategy("nope")
 
 
+def test_registry_says_which_strategies_take_a_seed():
+    from robustnas.strategies import strategy_factory, takes_seed
+
+    assert strategy_factory("ARNAS") is ARNAS
+    assert [name for name in ("random", "evolution", "tamnas", "arnas", "dsrna", "darts") if takes_seed(name)] == [
+        "random", "evolution", "tamnas"]
+    with pytest.raises(ValueError, match="valid strategies"):
+        takes_seed("nope")
+
+
 @pytest.fixture(scope="module")
 def arnas_run(one_shot_search, tmp_path_factory):
     from robustnas.search_spaces import ARNASSpace
