@@ -199,6 +199,8 @@ class DSRNA(RobustOneShotStrategy):
 
     No adversarial training during search. The first ``warmup_epochs`` use plain
     cross-entropy (no ``R`` term) while the architecture keeps updating (docs/fidelity.md);
+    the first ``arch_warmup_epochs`` (NNI DARTS' ``warmup_epochs``; default 0, as the paper)
+    train the weights only, before any architecture step;
     ``weight_reg > 0`` also subtracts ``weight_reg * R`` from the weight loss (the first
     author's re-implementation uses 1e-4). Optimisers as DARTS (weights SGD 0.025 cosine,
     momentum 0.9, wd 3e-4; architecture Adam 3e-4, betas (0.5, 0.999), wd 1e-3).
@@ -224,9 +226,12 @@ class DSRNA(RobustOneShotStrategy):
         bound_reduction: str = "ce",
         weight_reg: float = 0.0,
         warmup_epochs: int = 0,
+        arch_warmup_epochs: int = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(warmup_epochs=0, **kwargs)
+        if not isinstance(arch_warmup_epochs, int) or arch_warmup_epochs < 0:
+            raise ValueError(f"arch_warmup_epochs must be an integer >= 0, got {arch_warmup_epochs!r}")
+        super().__init__(warmup_epochs=arch_warmup_epochs, **kwargs)
         if metric not in METRICS:
             raise ValueError(f"unknown DSRNA metric {metric!r}; valid: {', '.join(METRICS)}")
         if jacobian_mode not in JACOBIAN_MODES:

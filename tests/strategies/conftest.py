@@ -17,17 +17,22 @@ class ArchSnapshot(Callback):
     def __init__(self) -> None:
         self.initial: list[torch.Tensor] = []
         self.params: list[torch.nn.Parameter] = []
+        #: ``max_change()`` at the end of every training epoch
+        self.epoch_changes: list[float] = []
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self.params = list(pl_module.arch_parameters())
         self.initial = [p.detach().clone() for p in self.params]
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self.epoch_changes.append(self.max_change())
 
     def max_change(self) -> float:
         return max(float((p.detach() - p0).abs().max()) for p, p0 in zip(self.params, self.initial))
 
 
 def _run_search(space_cls: type, space_kwargs: dict[str, Any], strategy: Any, *, steps: int, tmp_path: Any,
-               seed: int = 0, batch_size: int = 16) -> ArchSnapshot:
+               seed: int = 0, batch_size: int = 16, epochs: int = 1) -> ArchSnapshot:
     """Run ``strategy`` on a tiny ``space_cls`` over digits in a NasExperiment; returns the snapshot."""
     from nni.nas.evaluator.pytorch import Classification, DataLoader
     from nni.nas.experiment import NasExperiment
@@ -41,7 +46,7 @@ def _run_search(space_cls: type, space_kwargs: dict[str, Any], strategy: Any, *,
     evaluator = Classification(
         train_dataloaders=DataLoader(bundle.train, batch_size=batch_size, shuffle=True),
         val_dataloaders=DataLoader(bundle.val, batch_size=batch_size, shuffle=True),
-        num_classes=bundle.num_classes, max_epochs=1, limit_train_batches=steps, accelerator="cpu",
+        num_classes=bundle.num_classes, max_epochs=epochs, limit_train_batches=steps, accelerator="cpu",
         enable_progress_bar=False, logger=False, enable_checkpointing=False, enable_model_summary=False,
         callbacks=[snapshot],
     )

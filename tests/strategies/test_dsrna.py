@@ -73,6 +73,8 @@ def test_arguments_are_validated_with_the_valid_choices_named():
         DSRNA(q=3)
     with pytest.raises(ValueError, match="gamma"):
         DSRNA(gamma=-1)
+    with pytest.raises(ValueError, match="arch_warmup_epochs"):
+        DSRNA(arch_warmup_epochs=-1)
     assert isinstance(get_strategy("dsrna", metric="bound"), DSRNA)
 
 
@@ -105,6 +107,18 @@ def test_dsrna_bound_and_combined_searches_complete_and_move_the_architecture(on
     assert len(history) == 2 and all(math.isfinite(r) for r in history)
     # bound R is minus a cross-entropy of worst-case logits: never positive
     assert all(r <= 0 for r in history)
+
+
+def test_dsrna_arch_warmup_trains_weights_only_then_moves_the_architecture(one_shot_search, tmp_path):
+    from robustnas.search_spaces import DSRNASpace
+
+    strategy = DSRNA(metric="jacobian", arch_warmup_epochs=1, arc_learning_rate=0.05, dataset="digits",
+                     eval_batches=1, eval_pgd_steps=1)
+    snapshot = one_shot_search(DSRNASpace, SPACE_KWARGS, strategy, steps=2, epochs=2, tmp_path=tmp_path)
+    assert snapshot.epoch_changes[0] == 0.0  # epoch 0: weights only
+    assert snapshot.epoch_changes[1] > 1e-3  # epoch 1: architecture steps
+    assert len(strategy.oneshot_module.r_history) == 2  # R of the two architecture steps of epoch 1
+    _check_valid_export(strategy)
 
 
 def _jacobian_with_batch_stats(net: nn.Module, x: torch.Tensor) -> float:
