@@ -87,7 +87,7 @@ def strategy_factory(name: str) -> Callable[..., Any]:
 def takes_seed(name: str) -> bool:
     """Whether the strategy registered as ``name`` has an explicit ``seed`` argument.
 
-    NNI's ``Random``, ``GridSearch`` and ``RegularizedEvolution`` and our ``TAMNAS`` do; the
+    NNI's ``Random`` and ``RegularizedEvolution`` and our ``TAMNAS`` do; the
     differentiable ones (ARNAS, DSRNA, DARTS, ...) draw only from torch's global generator.
     """
     factory = strategy_factory(name)
