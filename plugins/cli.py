@@ -165,6 +165,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- bench
+def _cmd_bench_build(args: argparse.Namespace) -> int:
+    from robustnas.plugins.bench import PHASES, build_table
+
+    counts = build_table(args.out, name=args.name, workers=args.workers, threads=args.threads_per_worker,
+                         device=args.device, limit=args.limit, phases=args.phases or PHASES, quiet=args.quiet)
+    print(json.dumps(counts))
+    return 0
+
+
+def _cmd_bench_pack(args: argparse.Namespace) -> int:
+    from robustnas.plugins.bench import pack_table
+
+    path = pack_table(args.out, args.dest)
+    print(f"packed {args.out} into {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def _cmd_bench_info(args: argparse.Namespace) -> int:
+    from robustnas.plugins.bench import load_benchmark
+
+    bench = load_benchmark(args.name, path=args.path)
+    print(json.dumps(bench.summary(), indent=2))
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -218,6 +244,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the metrics JSON here too")
     _add_evaluator_flags(p)
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("bench", help="robustness benchmark tables: build, pack, info")
+    bench = p.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND", required=True)
+    b = bench.add_parser("build", help="build or continue a table (resumable; safe to kill at any moment)")
+    b.add_argument("--name", default="robust201-digits", help="table name (default: robust201-digits)")
+    b.add_argument("--out", default="benchmarks/tables/robust201-digits", help="build folder (rows.jsonl, meta.json, build.log)")
+    b.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    b.add_argument("--threads-per-worker", dest="threads_per_worker", type=int, default=1, help="torch threads per worker")
+    b.add_argument("--device", default="cpu", help="cpu or cuda (recorded in every row)")
+    b.add_argument("--limit", type=int, help="stop after this many tasks")
+    b.add_argument("--phases", nargs="+", help="only these phases: main, seed, autoattack, validity")
+    b.add_argument("-q", "--quiet", action="store_true", help="progress to build.log only")
+    b.set_defaults(func=_cmd_bench_build)
+    b = bench.add_parser("pack", help="write the compressed table that load_benchmark reads")
+    b.add_argument("--out", default="benchmarks/tables/robust201-digits", help="build folder")
+    b.add_argument("--dest", help="packed file (default: the package's data folder)")
+    b.set_defaults(func=_cmd_bench_pack)
+    b = bench.add_parser("info", help="size, coverage, noise and best cells of a table")
+    b.add_argument("name", nargs="?", default="robust201-digits")
+    b.add_argument("--path", help="a packed table file instead of the shipped one")
+    b.set_defaults(func=_cmd_bench_info)
 
     from robustnas.plugins.optuna import add_worker_arguments, worker_command
 

@@ -29,6 +29,7 @@ SPACES: dict[str, Union[SpaceFactory, str]] = {
     "arnas": ARNASSpace,
     "dsrna": DSRNASpace,
     "tiny": "robustnas.search_spaces.tiny:TinyRobustSpace",
+    "robust201": "robustnas.search_spaces.robust201:Robust201Space",
 }
 
 _entry_points_loaded = False
