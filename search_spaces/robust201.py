@@ -53,7 +53,7 @@ class Robust201Space(NasBench201):
     Example::
 
         space = Robust201Space(input_shape=(1, 8, 8), num_classes=10)
-        model = space.freeze(canonical_sample(space.random()))
+        model = space.freeze(canonical_sample(random_sample(space, seed=0)))
     """
 
     space_name: ClassVar[str] = "robust201"

@@ -48,6 +48,7 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "clean_acc": "maximize",
     "robust_acc": "maximize",
     "pgd_acc": "maximize",
+    "fgsm_acc": "maximize",
     "certified_acc": "maximize",
     "params": "minimize",
     "flops": "minimize",

@@ -1,10 +1,19 @@
 """Robustness benchmark tables: every cell of a space trained and attacked under one protocol.
 
-``load_benchmark("robust201-digits")`` reads the shipped table; ``build_table`` builds or
-continues one (``robustnas bench build``). See docs/benchmark.md.
+``load_benchmark("robust201-digits")`` reads the shipped table (lookups, bests, Pareto
+front, seed noise, validity, and ``evaluate`` to re-run the protocol on a cell);
+``build_table`` builds or continues one (``robustnas bench build``), ``pack_table`` writes
+the compressed file that ships. ``benchmark_evaluator`` (NNI) and ``BenchmarkObjective``
+(Optuna) answer a search from the table. See docs/benchmark.md.
 """
 
+from ._adapters import BenchmarkObjective, TableEvaluator, benchmark_evaluator, cached_benchmark
 from ._build import Plan, build_table, read_rows
 from ._protocol import PHASES, Protocol, run_cell
+from ._table import BENCHMARKS, Benchmark, available_benchmarks, load_benchmark, pack_table
 
-__all__ = ["PHASES", "Plan", "Protocol", "build_table", "read_rows", "run_cell"]
+__all__ = [
+    "BENCHMARKS", "PHASES", "Benchmark", "BenchmarkObjective", "Plan", "Protocol", "TableEvaluator",
+    "available_benchmarks", "benchmark_evaluator", "build_table", "cached_benchmark",
+    "load_benchmark", "pack_table", "read_rows", "run_cell",
+]

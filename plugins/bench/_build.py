@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from robustnas.plugins.errors import ConfigError
+from robustnas.plugins.errors import ConfigError, DataError
 
 from ._protocol import PHASES, Protocol, run_cell
 from ._spaces import space_adapter
@@ -134,7 +134,7 @@ def read_rows(path: Path, repair: bool = False) -> list[dict[str, Any]]:
                 if number == len(lines):  # the last line, without its newline: a write cut short
                     _logger.warning("%s: dropping an incomplete last line (%d bytes)", path, len(line))
                     break
-                raise ConfigError(f"{path}: line {number} is not valid JSON ({err}); the build table is corrupt") from err
+                raise DataError(f"{path}: line {number} is not valid JSON ({err}); the build table is corrupt") from err
             rows.append(row)
         if number < len(lines):
             good_end = end
@@ -237,8 +237,10 @@ def _meta(protocol: Protocol, plan: Plan, name: str) -> dict[str, Any]:
     import nni
     import optuna
 
+    bundle = _load_bundle(protocol)
     return {
         "name": name, "format": 1, "protocol": protocol.to_dict(), "plan": plan.to_dict(),
+        "test_examples": len(bundle.test), "threat": {"norm": bundle.threat.norm, "eps": bundle.threat.eps},
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "nni": nni.__version__,
                      "optuna": optuna.__version__},
