@@ -2,6 +2,8 @@
 
 Options come from flags or from a YAML file (``--config``); flags win over the file.
 Every subcommand exits with status 0 on success, 1 on a run that failed and 2 on bad input.
+Bad input is a :class:`robustnas.plugins.errors.RobustNASError`, printed as one line; any other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from robustnas.plugins.errors import ConfigError, DataError, MissingFileError, RobustNASError
+
 _logger = logging.getLogger(__name__)
 
 
-class UsageError(ValueError):
+class UsageError(ConfigError):
     """Bad input from the command line: reported without a traceback, exit status 2."""
 
 
@@ -27,18 +31,26 @@ def _load_yaml(path: str | None) -> dict[str, Any]:
 
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"config file {path!r} does not exist")
-    data = yaml.safe_load(p.read_text()) or {}
+        raise MissingFileError(f"config file {path!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UsageError(f"config file {path!r} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise UsageError(f"config file {path!r} must hold a mapping of option names to values")
     return data
 
 
-def _merge(file_options: dict[str, Any], args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
-    """Options from the YAML file, overridden by every flag the user actually gave."""
-    unknown = set(file_options) - set(names)
+def _merge(file_options: dict[str, Any], args: argparse.Namespace, names: Sequence[str],
+           file_names: Sequence[str] = ()) -> dict[str, Any]:
+    """Options from the YAML file, overridden by every flag the user actually gave.
+
+    The file may hold ``names`` (the flags) and ``file_names`` (settings without a flag)."""
+    valid = set(names) | set(file_names)
+    unknown = set(file_options) - valid
     if unknown:
-        raise UsageError(f"unknown option(s) {sorted(unknown)} in config file; valid: {sorted(names)}")
+        raise UsageError(f"unknown option(s) {sorted(unknown)} in config file {getattr(args, 'config', '')!r}; "
+                         f"valid: {sorted(valid)}")
     merged = dict(file_options)
     for name in names:
         value = getattr(args, name, None)
@@ -101,15 +113,37 @@ def _cmd_list(args: argparse.Namespace) -> int:
 _COMPARE_FLAGS = ("preset", "space", "strategies", "seeds", "budget", "search_epochs", "top_k", "out") + _EVALUATOR_FLAGS
 
 
+def _compare_config(args: argparse.Namespace, flags: Sequence[str]) -> Any:
+    import dataclasses
+
+    from robustnas.plugins.compare import CompareConfig
+
+    fields = [f.name for f in dataclasses.fields(CompareConfig)]
+    return CompareConfig.from_options(_merge(_load_yaml(args.config), args, flags, fields))
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from robustnas.plugins.compare import CompareConfig, compare
+    from robustnas.plugins.compare import check, compare, format_plan, plan
     from robustnas.plugins.report import format_table
 
-    options = _merge(_load_yaml(args.config), args, _COMPARE_FLAGS)
-    config = CompareConfig.from_options(options)
+    config = _compare_config(args, _COMPARE_FLAGS)
+    if args.dry_run:
+        import yaml
+
+        planned = plan(config, check(config))
+        print("# resolved configuration (fingerprint " + planned["fingerprint"] + ")")
+        print(yaml.safe_dump(planned["config"], sort_keys=False, default_flow_style=None).rstrip())
+        print("\n# planned units (nothing was run or written)")
+        print(format_plan(planned))
+        return 0
     result = compare(config, resume=args.resume, progress=not args.quiet)
     print(format_table(result["summary"]))
     print(f"\nrun folder: {result['out']}")
+    if result["unfinished"]:
+        names = ", ".join(f"{s} seed {seed}" for s, seed in result["unfinished"])
+        print(f"robustnas compare: no successful candidate in {names} (reasons in report.md); "
+              "rerun with --resume to retry", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -118,9 +152,12 @@ _SEARCH_FLAGS = ("space", "strategy", "seed", "budget", "search_epochs", "top_k"
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from robustnas.plugins.compare import CompareConfig, run_search
+    import dataclasses
 
-    options = _merge(_load_yaml(args.config), args, _SEARCH_FLAGS)
+    from robustnas.plugins.compare import CompareConfig, check, run_search, write_text_atomic
+
+    fields = [f.name for f in dataclasses.fields(CompareConfig)]
+    options = _merge(_load_yaml(args.config), args, _SEARCH_FLAGS, [f for f in fields if f not in ("strategies", "seeds")])
     strategy = options.pop("strategy", None)
     if not strategy:
         raise UsageError("search needs --strategy (see `robustnas list`)")
@@ -128,14 +165,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if "seed" in options:
         options["seeds"] = [options.pop("seed")]
     config = CompareConfig.from_options(options)
+    check(config)
     records = run_search(config, strategy, config.seeds[0], progress=not args.quiet)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{strategy}-seed{config.seeds[0]}.json"
-    path.write_text(json.dumps(records, indent=2))
+    write_text_atomic(path, json.dumps(records, indent=2))
     for i, rec in enumerate(records):
         print(f"[{i}] {json.dumps(rec['record']['sample'])}")
     print(f"\n{len(records)} architecture record(s) written to {path}")
+    if not records:
+        print("robustnas search: no successful candidate (see the log for the reasons)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -147,20 +188,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     options = _merge(_load_yaml(args.config), args, _EVALUATOR_FLAGS + ("seed",))
     path = Path(args.record)
     if not path.is_file():
-        raise UsageError(f"record file {args.record!r} does not exist")
-    data = json.loads(path.read_text())
+        raise MissingFileError(f"record file {args.record!r} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"record file {args.record!r} is not valid JSON (truncated or edited?): {exc}") from exc
     records = data if isinstance(data, list) else [data]
     if not 0 <= args.index < len(records):
         raise UsageError(f"--index {args.index} out of range: the file holds {len(records)} record(s)")
     record = records[args.index]
-    record = record.get("record", record)  # accept search output entries and bare records
+    if isinstance(record, dict):
+        record = record.get("record", record)  # accept search output entries and bare records
     evaluator = RobustnessEvaluator(_evaluator_config(options, options.get("seed")))
-    model = build_model(record)
-    metrics = evaluator.evaluate(model)
+    try:
+        model = build_model(record)
+    except (ValueError, TypeError, KeyError) as exc:  # a record that does not describe an architecture
+        raise DataError(f"record file {args.record!r}, record {args.index}: {exc}") from exc
+    try:
+        metrics = evaluator.evaluate(model)
+    except FloatingPointError as exc:  # training diverged: the run failed, the input was valid
+        print(f"robustnas evaluate: training failed: {exc}", file=sys.stderr)
+        return 1
     out = {"record": record, "metrics": metrics}
     text = json.dumps(out, indent=2)
     if args.output:
-        Path(args.output).write_text(text)
+        from robustnas.plugins.compare import write_text_atomic
+
+        write_text_atomic(Path(args.output), text)
     print(text)
     return 0
 
@@ -180,6 +234,14 @@ def _cmd_bench_pack(args: argparse.Namespace) -> int:
 
     path = pack_table(args.out, args.dest)
     print(f"packed {args.out} into {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+def _cmd_bench_plot(args: argparse.Namespace) -> int:
+    from robustnas.plugins.bench import load_benchmark, plot_table
+
+    for path in plot_table(load_benchmark(args.name, path=args.path), args.out):
+        print(path)
     return 0
 
 
@@ -218,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", dest="top_k", type=int, help="architectures retrained per strategy and seed")
     p.add_argument("--out", help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="validate everything, print the resolved configuration and the planned units "
+                        "with a cost estimate; run and write nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_evaluator_flags(p)
     p.set_defaults(func=_cmd_compare)
@@ -261,9 +326,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="benchmarks/tables/robust201-digits", help="build folder")
     b.add_argument("--dest", help="packed file (default: the package's data folder)")
     b.set_defaults(func=_cmd_bench_pack)
+    b = bench.add_parser("plot", help="histogram of robust accuracy and clean-vs-robust scatter (PNG)")
+    b.add_argument("name", nargs="?", default="robust201-digits")
+    b.add_argument("--path", help="a packed table file or build folder instead of the shipped table")
+    b.add_argument("--out", default="docs/img", help="folder for the PNG files (default docs/img)")
+    b.set_defaults(func=_cmd_bench_plot)
     b = bench.add_parser("info", help="size, coverage, noise and best cells of a table")
     b.add_argument("name", nargs="?", default="robust201-digits")
-    b.add_argument("--path", help="a packed table file instead of the shipped one")
+    b.add_argument("--path", help="a packed table file or build folder instead of the shipped table")
     b.set_defaults(func=_cmd_bench_info)
 
     from robustnas.plugins.optuna import add_worker_arguments, worker_command
@@ -314,11 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except UsageError as exc:
-        print(f"robustnas {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, KeyError, FileNotFoundError, PermissionError) as exc:
-        # Library validation errors name the bad value and the valid ones: show them without a traceback.
+    except RobustNASError as exc:
+        # Bad input (UsageError included): the message names the bad value and the valid ones.
         print(f"robustnas {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

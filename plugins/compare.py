@@ -7,14 +7,21 @@ with the shared evaluator under one recipe and one threat model, and writes a ru
   architecture record, metrics, search cost), rewritten atomically after every finished unit;
 - ``report.md``: one row per strategy (mean and spread over seeds), computed from ``results.json``;
 - ``pareto.png``: clean against AutoAttack accuracy, marker size by parameters;
-- ``optuna.journal``: the Optuna storage of the Optuna samplers' studies.
+- ``optuna.journal``: the Optuna storage of the Optuna samplers' studies (each study carries the
+  run's fingerprint);
+- ``nni/``: NNI's experiment files (checkpoints, logs) of the NNI searches.
 
 An interrupted run continues with ``resume=True``: finished (strategy, seed) units are not redone,
-and Optuna studies continue from their storage.
+and Optuna studies continue from their storage. Everything is validated (names, numbers, nested
+evaluator and strategy settings, the device, the data) before the run folder is created. A failing
+candidate (an exception, a NaN loss, out of memory) fails its own trial only; its reason is kept in
+``results.json`` (``failures``) and in the report, and a unit left without any successful candidate
+is not marked done, so ``resume=True`` retries it.
 """
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import dataclasses
 import hashlib
@@ -22,13 +29,23 @@ import json
 import logging
 import math
 import os
-import tempfile
+import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from robustnas.plugins.errors import ConfigError, DataError, OutputError, RobustNASError
+
 _logger = logging.getLogger(__name__)
+
+#: Study system attribute holding the fingerprint of the run that created an Optuna study.
+FINGERPRINT_ATTR = "robustnas:fingerprint"
+#: Seconds between the heartbeats of a running Optuna trial of a comparison.
+HEARTBEAT_SECONDS = 5.0
+#: Without the run folder's lock, a RUNNING trial is taken as dead after this many silent seconds.
+STALE_SECONDS = 60.0
 
 #: One-shot strategies train a supernet on the evaluator's data; the others evaluate candidates one by one.
 ONE_SHOT = ("arnas", "dsrna", "tamnas", "darts", "gumbel-darts", "enas", "random-oneshot")
@@ -113,19 +130,34 @@ class CompareConfig:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "CompareConfig":
-        """Preset values, overridden by ``options`` (flags or YAML); evaluator flags go to both phases."""
+        """Preset values, overridden by ``options`` (flags or YAML); evaluator flags go to both phases.
+
+        A preset's ``space_kwargs`` / ``final_space_kwargs`` belong to the preset's space: when
+        ``options`` name another space they are dropped, so each space gets its own defaults.
+        ``search``, ``final`` and ``strategy_kwargs`` are merged key by key over the preset's.
+        """
+        if not isinstance(options, dict):
+            raise ConfigError(f"compare options must be a mapping of option names to values, got {options!r}")
         options = {k: v for k, v in options.items() if v is not None}
         preset = options.pop("preset", "demo")
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}")
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}")
         values = copy.deepcopy(PRESETS[preset])
         values["preset"] = preset
-        evaluator_flags = {k: options.pop(k) for k in ("root", "download", "eps", "norm", "recipe", "epochs",
-                                                       "attack", "n_examples", "device") if k in options}
+        if "space" in options and options["space"] != values.get("space"):
+            for key in ("space_kwargs", "final_space_kwargs"):  # the preset's are for its own space
+                values.pop(key, None)
+        evaluator_flags = {k: options.pop(k) for k in EVALUATOR_FLAGS if k in options}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(options) - known
         if unknown:
-            raise ValueError(f"unknown compare option(s) {sorted(unknown)}; valid: {sorted(known)}")
+            raise ConfigError(f"unknown compare option(s) {sorted(unknown)}; valid: "
+                              f"{sorted(known | set(EVALUATOR_FLAGS))}")
+        for key in ("search", "final", "strategy_kwargs"):
+            if key in options:
+                if not isinstance(options[key], dict):
+                    raise ConfigError(f"{key} must be a mapping, got {options[key]!r}")
+                options[key] = {**values.get(key, {}), **options[key]}
         values.update(options)
         for phase in ("search", "final"):
             values[phase] = {**values.get(phase, {}), **evaluator_flags}
@@ -137,24 +169,56 @@ class CompareConfig:
         return config
 
     def validate(self) -> None:
-        """Clear errors for names and budgets before any work starts."""
-        from robustnas.search_spaces import SPACES
+        """Clear errors (:class:`ConfigError`) for names, types, budgets and the nested evaluator
+        and strategy settings, before any work starts or any file is created."""
+        from robustnas.search_spaces import available_spaces
 
+        spaces = available_spaces()
+        if not isinstance(self.strategies, list) or not all(isinstance(n, str) for n in self.strategies):
+            raise ConfigError(f"strategies must be a list of strategy names, got {self.strategies!r}")
         if not self.strategies:
-            raise ValueError("no strategies to compare; name at least one (see `robustnas list`)")
+            raise ConfigError("no strategies to compare; name at least one (see `robustnas list`)")
         valid = valid_strategy_names()
         for name in self.strategies:
             if name not in valid:
-                raise ValueError(f"unknown strategy {name!r}; valid strategies: {sorted(valid)}")
-        for name in {self.space, *self.strategy_spaces.values()}:
-            if name not in SPACES:
-                raise ValueError(f"unknown space {name!r}; valid spaces: {sorted(SPACES)}")
+                raise ConfigError(f"unknown strategy {name!r}; valid strategies: {sorted(valid)}")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ConfigError(f"strategies name one strategy twice: {self.strategies}")
+        if not isinstance(self.space, str) or self.space not in spaces:
+            raise ConfigError(f"unknown space {self.space!r}; valid spaces: {spaces}")
+        for key in ("space_kwargs", "final_space_kwargs", "strategy_kwargs", "strategy_spaces", "search", "final"):
+            value = getattr(self, key)
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ConfigError(f"{key} must be a mapping with names as keys, got {value!r}")
+        for key in ("strategy_kwargs", "strategy_spaces"):
+            for name, value in getattr(self, key).items():
+                if name not in valid:
+                    raise ConfigError(f"{key} names unknown strategy {name!r}; valid strategies: {sorted(valid)}")
+                if key == "strategy_kwargs" and not isinstance(value, dict):
+                    raise ConfigError(f"strategy_kwargs[{name!r}] must be a mapping of arguments, got {value!r}")
+                if key == "strategy_spaces" and value not in spaces:
+                    raise ConfigError(f"strategy_spaces[{name!r}]: unknown space {value!r}; valid spaces: {spaces}")
         for key in ("budget", "search_epochs", "top_k"):
             value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        if not self.seeds:
-            raise ValueError("seeds must name at least one seed")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+        if self.search_batches is not None and (isinstance(self.search_batches, bool)
+                                                or not isinstance(self.search_batches, int) or self.search_batches < 1):
+            raise ConfigError(f"search_batches must be a positive integer or null, got {self.search_batches!r}")
+        if not isinstance(self.seeds, list) or not self.seeds:
+            raise ConfigError(f"seeds must be a list of at least one seed, got {self.seeds!r}")
+        for seed in self.seeds:
+            if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+                raise ConfigError(f"seeds must be integers >= 0, got {seed!r} in {self.seeds!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds name one seed twice: {self.seeds}")
+        if not isinstance(self.out, str) or not self.out:
+            raise ConfigError(f"out must be a folder path, got {self.out!r}")
+        for phase in ("search", "final"):
+            try:
+                _evaluator_config(self, phase, self.seeds[0])
+            except ConfigError as exc:
+                raise ConfigError(f"{phase}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -163,6 +227,10 @@ class CompareConfig:
         """Hash of everything that changes results (not the output folder)."""
         data = {k: v for k, v in self.to_dict().items() if k != "out"}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: Evaluator settings that compare also takes at the top level (flags); they apply to both phases.
+EVALUATOR_FLAGS = ("root", "download", "eps", "norm", "recipe", "epochs", "attack", "n_examples", "device")
 
 
 def valid_strategy_names() -> set[str]:
@@ -174,31 +242,126 @@ def valid_strategy_names() -> set[str]:
 
 
 # ---------------------------------------------------------------------------- the run folder
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename.
+
+    The file gets the ordinary permissions of a new file (0644 under a 022 umask), not
+    ``mkstemp``'s 0600, and a crash leaves either the old file or the new one.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """The JSON content of ``path``; a :class:`DataError` naming the file when it is not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{what} {str(path)!r} is not valid JSON (truncated or edited?): {exc}") from exc
+
+
+def _journal_fingerprints(path: Path) -> dict[str, str | None]:
+    """``{study name: fingerprint}`` of the studies in the Optuna journal ``path``."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        storage = JournalStorage(JournalFileBackend(str(path)))
+        studies = storage.get_all_studies()
+    except (ValueError, KeyError) as exc:  # JSONDecodeError, "Invalid log format.", a cut record
+        raise DataError(f"Optuna journal {str(path)!r} is corrupt ({type(exc).__name__}: {exc}); "
+                        "move it away to start the Optuna studies afresh") from exc
+    return {s.study_name: s.system_attrs.get(FINGERPRINT_ATTR) for s in studies}
+
+
 class RunFolder:
-    """``results.json`` of a run, written atomically (temporary file, then rename)."""
+    """The run folder: ``results.json`` written atomically (temporary file, then rename), and a lock.
+
+    Everything in the folder belongs to the run: ``results.json`` and every Optuna study of
+    ``optuna.journal`` carry the run's fingerprint. A folder holding another run's files is
+    refused; one holding this run's files needs ``resume=True``. While a comparison runs, it
+    holds an exclusive lock on ``.lock`` (released when the process ends, however it ends).
+    """
 
     def __init__(self, config: CompareConfig, resume: bool) -> None:
         self.path = Path(config.out)
         self.results_path = self.path / "results.json"
+        self.journal_path = self.path / "optuna.journal"
+        self._lock_fd: int | None = None
+        fingerprint = config.fingerprint()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
-            raise PermissionError(f"output folder {str(self.path)!r} is not writable: {exc}") from exc
+            raise OutputError(f"output folder {str(self.path)!r} is not writable: {exc}") from exc
+        self._lock()
+        try:
+            self._adopt(config, fingerprint, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _adopt(self, config: CompareConfig, fingerprint: str, resume: bool) -> None:
         if self.results_path.exists():
-            data = json.loads(self.results_path.read_text())
+            data = _read_json(self.results_path, "results file")
+            if not isinstance(data, dict) or not {"fingerprint", "rows", "done"} <= set(data):
+                raise DataError(f"results file {str(self.results_path)!r} is not a robustnas results.json "
+                                "(it lacks fingerprint, rows or done)")
             if not resume:
-                raise ValueError(f"{self.results_path} exists; pass --resume to continue that run "
-                                 "or choose another --out")
-            if data.get("fingerprint") != config.fingerprint():
-                raise ValueError(f"{self.results_path} comes from another configuration "
-                                 f"(fingerprint {data.get('fingerprint')} != {config.fingerprint()}); "
-                                 "resume it with the same options or choose another --out")
+                raise ConfigError(f"{self.results_path} exists; pass --resume to continue that run "
+                                  "or choose another --out")
+            if data.get("fingerprint") != fingerprint:
+                raise ConfigError(f"{self.results_path} comes from another configuration "
+                                  f"(fingerprint {data.get('fingerprint')} != {fingerprint}); "
+                                  "resume it with the same options or choose another --out")
+            data.setdefault("failures", [])
             self.data = data
         else:
-            self.data = {"fingerprint": config.fingerprint(), "config": config.to_dict(), "rows": [], "done": []}
+            leftovers = [name for name in ("optuna.journal", "nni") if (self.path / name).exists()]
+            if leftovers and not resume:
+                raise ConfigError(f"{self.path} holds {', '.join(leftovers)} but no results.json: files of another "
+                                  "or an interrupted run; pass --resume to continue it, or choose another --out")
+            self.data = {"fingerprint": fingerprint, "config": config.to_dict(), "rows": [], "done": [],
+                         "failures": []}
+        if self.journal_path.exists():
+            foreign = {name: fp for name, fp in _journal_fingerprints(self.journal_path).items() if fp != fingerprint}
+            if foreign:
+                raise ConfigError(f"{self.journal_path} holds Optuna studies of another configuration "
+                                  f"({', '.join(f'{n}: fingerprint {fp}' for n, fp in sorted(foreign.items()))}; "
+                                  f"this run's is {fingerprint}); choose another --out")
+        self.save()
+
+    def _lock(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(f"run folder {str(self.path)!r} is in use by another running compare; "
+                              "wait for it or choose another --out") from None
+        self._lock_fd = fd
+        _LOCKED_FOLDERS.add(str(self.path.resolve()))
+
+    def close(self) -> None:
+        """Release the folder's lock."""
+        if self._lock_fd is not None:
+            _LOCKED_FOLDERS.discard(str(self.path.resolve()))
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def done(self, strategy: str, seed: int) -> bool:
         return [strategy, seed] in self.data["done"]
@@ -208,15 +371,25 @@ class RunFolder:
         self.data["done"].append([strategy, seed])
         self.save()
 
+    def fail(self, failures: list[dict[str, Any]]) -> None:
+        """Keep failed candidates (``strategy, seed, phase, sample, error``) and save."""
+        self.data["failures"].extend(failures)
+        self.save()
+
     def save(self) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".results-", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.data, fh, indent=2)
-        os.replace(tmp, self.results_path)
+        write_text_atomic(self.results_path, json.dumps(self.data, indent=2))
+
+
+#: Run folders whose lock this process holds: their RUNNING Optuna trials are dead ones.
+_LOCKED_FOLDERS: set[str] = set()
+#: Where run_search puts the failed candidates of the unit being searched (set by compare).
+_FAILURES: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("failures", default=None)
 
 
 # ---------------------------------------------------------------------------- search
 def _space_for(config: CompareConfig, strategy: str) -> tuple[str, dict[str, Any]]:
+    """The space a strategy searches and its keyword arguments: ``space_kwargs`` belong to
+    ``config.space`` only; a space named in ``strategy_spaces`` gets its own defaults."""
     name = config.strategy_spaces.get(strategy, config.space)
     kwargs = dict(config.space_kwargs) if name == config.space else {}
     return name, kwargs
@@ -231,7 +404,11 @@ def _evaluator_config(config: CompareConfig, phase: str, seed: int) -> Any:
 
 
 def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool = True) -> list[dict[str, Any]]:
-    """Run one strategy once; return up to ``top_k`` entries ``{"record", "search_metrics", "search_cost"}``."""
+    """Run one strategy once; return up to ``top_k`` entries ``{"record", "search_metrics", "search_cost"}``.
+
+    Candidates that fail (their reason in ``"error"``) do not stop the search; inside
+    :func:`compare` they are kept in ``results.json``. With no successful candidate the list is empty.
+    """
     import torch
 
     from robustnas.plugins.evaluator import RobustnessEvaluator
@@ -255,6 +432,12 @@ def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool =
         candidates = _search_multi_trial(config, strategy, space, evaluator, kwargs)
     cost = {"wall_seconds": time.perf_counter() - wall0, "cpu_seconds": time.process_time() - cpu0,
             "candidates": candidates["evaluated"]}
+    failed = candidates.get("failures", [])
+    sink = _FAILURES.get()
+    if sink is not None:
+        sink.extend({"phase": "search", **item} for item in failed)
+    for item in failed:
+        _logger.warning("%s seed %d: candidate %s failed: %s", strategy, seed, item.get("sample"), item["error"])
     chosen = _top_k(candidates["records"], config.top_k)
     return [
         {"record": export_record(space, item["sample"]), "search_metrics": item.get("metrics") or {},
@@ -330,22 +513,77 @@ def _top_k(records: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]:
     return ordered[:k]
 
 
-def _search_optuna(config, strategy, seed, space, evaluator, kwargs) -> dict[str, Any]:
-    import optuna
+def _check_study_owner(study: Any, fingerprint: str, journal: Path) -> None:
+    """Mark a new study with the run's fingerprint; refuse a study that another configuration made."""
+    have = study._storage.get_study_system_attrs(study._study_id).get(FINGERPRINT_ATTR)
+    if have is None and not study.trials:
+        study._storage.set_study_system_attr(study._study_id, FINGERPRINT_ATTR, fingerprint)
+    elif have != fingerprint:
+        raise ConfigError(f"Optuna study {study.study_name!r} in {journal} belongs to another run "
+                          f"(fingerprint {have} != {fingerprint}); choose another --out")
 
-    from robustnas.plugins.optuna import RobustObjective, create_study, make_sampler
+
+def _search_optuna(config, strategy, seed, space, evaluator, kwargs) -> dict[str, Any]:
+    """``budget`` trials of an Optuna study in the run folder's journal, each with a heartbeat.
+
+    A RUNNING trial of a killed run is failed and re-queued (its parameters run again first);
+    under :func:`compare`, which holds the folder's lock, at once, otherwise after
+    ``STALE_SECONDS`` without heartbeat. Failed trials count towards the budget; a study whose
+    finished trials all failed runs ``budget`` new ones (a retry).
+    """
+    from optuna.trial import TrialState
+
+    from robustnas.plugins.optuna import RobustObjective, create_study, make_sampler, reap_stale_trials
+    from robustnas.plugins.optuna._objective import ATTR_FAIL
+    from robustnas.plugins.optuna._worker import RETRY_ATTR, _Heartbeat
 
     sampler = make_sampler(strategy[len(OPTUNA_PREFIX):], seed=seed, **kwargs)
     objective = RobustObjective(space, evaluator)
-    storage = f"journal:///{Path(config.out).resolve() / 'optuna.journal'}"
-    study = create_study(objective.objectives, storage=storage, study_name=f"{strategy}-seed{seed}", sampler=sampler)
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    remaining = config.budget - sum(t.state in finished for t in study.trials)
-    if remaining > 0:  # a resumed study only runs what is missing
-        study.optimize(objective, n_trials=remaining)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    records = [{"sample": t.user_attrs["record"]["sample"], "metrics": t.user_attrs["metrics"]} for t in complete]
-    return {"records": records, "evaluated": sum(t.state in finished for t in study.trials)}
+    out = Path(config.out).resolve()
+    journal = out / "optuna.journal"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        study = create_study(objective.objectives, storage=f"journal:///{journal}", study_name=f"{strategy}-seed{seed}",
+                             sampler=sampler)
+    except RobustNASError:
+        raise
+    except ValueError as exc:
+        raise DataError(f"cannot use the Optuna journal {str(journal)!r}: {exc}") from exc
+    _check_study_owner(study, config.fingerprint(), journal)
+    first = len(study.trials)  # failures of earlier calls were kept by those calls
+    reap_stale_trials(study, grace=0.0 if str(out) in _LOCKED_FOLDERS else STALE_SECONDS)
+
+    def counts() -> tuple[int, int]:
+        trials = study.get_trials(deepcopy=False)
+        retried = {t.user_attrs[RETRY_ATTR] for t in trials if RETRY_ATTR in t.user_attrs}
+        complete = sum(t.state == TrialState.COMPLETE for t in trials)
+        failed = sum(t.state == TrialState.FAIL and t.number not in retried for t in trials)
+        return complete, complete + failed
+
+    complete, finished = counts()
+    # A resumed study runs only what is missing; one whose every trial failed is retried afresh.
+    target = finished + config.budget if (finished >= config.budget and complete == 0) else config.budget
+    while finished < target:
+        trial = study.ask()
+        with _Heartbeat(study, trial._trial_id, HEARTBEAT_SECONDS):
+            values = objective(trial)
+        if any(math.isnan(v) for v in values):
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, values)
+        complete, finished = counts()
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs[RETRY_ATTR] for t in trials if RETRY_ATTR in t.user_attrs}
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    records = [{"sample": t.user_attrs["record"]["sample"], "metrics": t.user_attrs["metrics"]} for t in done]
+    failures = [{"trial": t.number, "sample": t.user_attrs.get("sample"),
+                 "error": t.user_attrs.get(ATTR_FAIL, "the trial failed")}
+                for t in trials if t.state == TrialState.FAIL and t.number not in retried and t.number >= first]
+    return {"records": records, "evaluated": finished, "failures": failures}
+
+
+def _nni_dir(config: CompareConfig) -> Path:
+    return Path(config.out) / "nni"
 
 
 def _search_multi_trial(config, strategy, space, evaluator, kwargs) -> dict[str, Any]:
@@ -353,8 +591,11 @@ def _search_multi_trial(config, strategy, space, evaluator, kwargs) -> dict[str,
     from robustnas.strategies import get_strategy
 
     result = run_experiment(space, get_strategy(strategy, **kwargs), robust_evaluator(evaluator.config),
-                            max_trial_number=config.budget)
-    return {"records": [r for r in result.records if r.get("metrics")], "evaluated": len(result.records)}
+                            max_trial_number=config.budget, working_dir=_nni_dir(config))
+    failures = [{"sample": r["sample"], "error": r.get("error") or f"trial {r.get('status')}"}
+                for r in result.records if not r.get("metrics")]
+    return {"records": [r for r in result.records if r.get("metrics")], "evaluated": len(result.records),
+            "failures": failures}
 
 
 #: Our one-shot strategies take the threat model of the run.
@@ -370,7 +611,7 @@ def _search_one_shot(config, strategy, space, evaluator, kwargs) -> dict[str, An
     strat = get_strategy(strategy, **kwargs)
     lightning = classification_evaluator(evaluator.bundle, max_epochs=config.search_epochs,
                                          limit_train_batches=config.search_batches)
-    result = run_experiment(space, strat, lightning)
+    result = run_experiment(space, strat, lightning, working_dir=_nni_dir(config))
     if hasattr(strat, "pareto_front"):
         records = strat.pareto_front()
     else:
@@ -393,44 +634,235 @@ def _retrain(config: CompareConfig, entry: dict[str, Any], seed: int) -> dict[st
     return evaluator.evaluate(build_model(record))
 
 
+# ---------------------------------------------------------------------------- validation and plan
+def _strategy_kind(strategy: str) -> str:
+    if strategy.startswith(OPTUNA_PREFIX):
+        return "optuna"
+    return "one-shot" if strategy in ONE_SHOT else "multi-trial"
+
+
+def check(config: CompareConfig) -> dict[str, Any]:
+    """Validate everything a comparison needs before anything is created or computed.
+
+    Beyond :meth:`CompareConfig.validate`: loads the data of both phases (a missing, corrupt or
+    unusable data set fails here), builds each space once with its keyword arguments (the final
+    ones too) and each strategy or sampler with its ``strategy_kwargs``. Raises
+    :class:`ConfigError` / :class:`DataError`; returns ``{"bundles": {phase: bundle}, "threat"}``.
+    """
+    from robustnas.plugins.evaluator import RobustnessEvaluator
+    from robustnas.plugins.optuna._samplers import make_sampler  # the factory itself: a trial build, not a search
+    from robustnas.search_spaces import get_space
+    from robustnas.strategies import get_strategy
+
+    config.validate()
+    seed = config.seeds[0]
+    bundles, threats = {}, {}
+    for phase in ("search", "final"):
+        evaluator = RobustnessEvaluator(_evaluator_config(config, phase, seed))
+        bundles[phase], threats[phase] = evaluator.bundle, evaluator.threat
+    bundle = bundles["search"]
+    base = {"input_shape": tuple(bundle.input_shape), "num_classes": bundle.num_classes}
+    built: set[str] = set()
+
+    def build(name: str, kwargs: dict[str, Any], what: str) -> None:
+        key = json.dumps([name, kwargs], sort_keys=True, default=str)
+        if key in built:
+            return
+        try:
+            get_space(name, **base, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{what}: space {name!r} cannot be built with {kwargs}: {exc}") from None
+        built.add(key)
+
+    for strategy in config.strategies:
+        name, kwargs = _space_for(config, strategy)
+        build(name, kwargs, f"strategy {strategy!r}")
+        kwargs = seeded(strategy, seed, evolutionary_defaults(strategy, config.budget,
+                                                              config.strategy_kwargs.get(strategy, {})))
+        try:
+            if strategy.startswith(OPTUNA_PREFIX):
+                make_sampler(strategy[len(OPTUNA_PREFIX):], seed=seed, **kwargs)
+            else:
+                if strategy in _THREAT_AWARE:
+                    kwargs = {"eps": threats["search"].eps, "norm": threats["search"].norm, **kwargs}
+                get_strategy(strategy, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"strategy_kwargs of {strategy!r} ({config.strategy_kwargs.get(strategy, {})}) "
+                              f"are not accepted: {exc}") from None
+    if config.final_space_kwargs:
+        build(config.space, {**config.space_kwargs, **config.final_space_kwargs}, "final_space_kwargs")
+    return {"bundles": bundles, "threat": threats["final"]}
+
+
+#: Forward-backward passes per training image and epoch, by recipe (k = attack steps).
+def _train_passes(recipe: str, steps: int) -> int:
+    return {"standard": 1, "pgd": steps + 1, "trades": steps + 2, "fgsm-rs": 2}.get(recipe, steps + 1)
+
+
+#: Upper bounds of AutoAttack's passes per attacked point (fast: APGD-CE + APGD-T, 100 iterations each;
+#: standard adds more targets, FAB-T and Square's 5,000 queries).
+_AUTOATTACK_PASSES = {"fast": 200, "standard": 7000}
+
+
+def _evaluation_passes(evaluator_config: Any, n_train: int, n_test: int) -> int:
+    """Rough cost of one ``evaluate``: training passes, then clean, PGD and AutoAttack passes."""
+    c = evaluator_config
+    attacked = min(c.n_examples, n_test)
+    train = c.epochs * n_train * _train_passes(c.recipe, c.train_attack_steps)
+    return train + n_test + attacked * (c.pgd_eval_steps + 1 + _AUTOATTACK_PASSES.get(c.attack, 7000))
+
+
+def plan(config: CompareConfig, checked: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The units a comparison would run and a rough cost estimate of each, without running anything.
+
+    Cost is counted in image passes (one forward and backward pass of one image through one
+    network): a candidate costs its training epochs x training images x the recipe's passes
+    (PGD-k: k + 1), plus its attacks (AutoAttack counted at its upper bound); a one-shot search
+    costs ``search_epochs`` x the images it sees x 2 (a weight and an architecture step; a supernet
+    pass costs more than a candidate's, and adversarial one-shot strategies attack too, so this
+    is a lower bound). Returns ``{"config", "fingerprint", "units", "total_passes"}``.
+    """
+    checked = checked or check(config)
+    seed = config.seeds[0]
+    search_cfg, final_cfg = (_evaluator_config(config, phase, seed) for phase in ("search", "final"))
+    sb, fb = checked["bundles"]["search"], checked["bundles"]["final"]
+    candidate = _evaluation_passes(search_cfg, len(sb.train), len(sb.test))
+    retrain = _evaluation_passes(final_cfg, len(fb.train), len(fb.test))
+    seen = len(sb.train) if config.search_batches is None else min(len(sb.train), config.search_batches * 64)
+    units = []
+    for seed in config.seeds:
+        for strategy in config.strategies:
+            kind = _strategy_kind(strategy)
+            space, kwargs = _space_for(config, strategy)
+            search = 2 * config.search_epochs * seen if kind == "one-shot" else config.budget * candidate
+            units.append({"strategy": strategy, "seed": seed, "kind": kind, "space": space, "space_kwargs": kwargs,
+                          "candidates": 1 if kind == "one-shot" else config.budget, "retrained": config.top_k,
+                          "search_passes": search, "retrain_passes": config.top_k * retrain})
+    total = sum(u["search_passes"] + u["retrain_passes"] for u in units)
+    return {"config": config.to_dict(), "fingerprint": config.fingerprint(), "units": units, "total_passes": total}
+
+
+def format_plan(planned: dict[str, Any]) -> str:
+    """A plain-text table of :func:`plan`'s units, costs in thousands of image passes."""
+    lines = ["| strategy | seed | kind | space | candidates | retrained | search k-passes | retrain k-passes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for u in planned["units"]:
+        lines.append(f"| {u['strategy']} | {u['seed']} | {u['kind']} | {u['space']} {json.dumps(u['space_kwargs'])} | "
+                     f"{u['candidates']} | {u['retrained']} | {u['search_passes'] / 1e3:,.1f} | "
+                     f"{u['retrain_passes'] / 1e3:,.1f} |")
+    lines.append(f"\n{len(planned['units'])} unit(s), about {planned['total_passes'] / 1e6:.1f} million image passes "
+                 "in all (rough: see docs/compare.md, Dry run)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- compare
+def _say(enabled: bool) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        if enabled:
+            print(f"robustnas compare: {text}", file=sys.stderr, flush=True)
+    return say
+
+
 def compare(config: CompareConfig, resume: bool = False, progress: bool = True,
             on_unit_done: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     """Run every strategy for every seed, retrain what each returns, write the run folder.
 
-    Returns ``{"out": folder, "rows": [...], "summary": [...]}``. ``on_unit_done(strategy, seed)`` is
-    called after each (strategy, seed) unit is saved.
+    Returns ``{"out", "rows", "summary", "failures", "unfinished"}``. ``on_unit_done(strategy, seed)``
+    is called after each (strategy, seed) unit is saved. Everything is validated (:func:`check`)
+    before the run folder is created. ``progress``: a progress bar in a terminal; elsewhere (a log
+    file, a pipe) one line on stderr per finished step. A failing candidate fails alone (its reason
+    goes to ``failures``); a unit without any successful candidate is left for ``resume=True``.
     """
+    from robustnas.plugins.nni import failure_reason
+
+    check(config)
+    folder = RunFolder(config, resume)
+    try:
+        return _run(config, folder, progress, on_unit_done, failure_reason)
+    finally:
+        folder.close()
+
+
+def _run(config: CompareConfig, folder: RunFolder, progress: bool,
+         on_unit_done: Callable[[str, int], None] | None, failure_reason: Callable[[BaseException], str]) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from robustnas.plugins.report import format_table, pareto_plot, summarise
+    lines = bool(progress) and not sys.stderr.isatty()
+    say = _say(lines)
 
-    config.validate()
-    folder = RunFolder(config, resume)
+    def best(extra: Sequence[dict[str, Any]] = ()) -> str:
+        values = [r["metrics"]["robust_acc"] for r in [*folder.data["rows"], *extra]]
+        return f"{max(values):.3f}" if values else "none yet"
+
     units = [(s, seed) for seed in config.seeds for s in config.strategies]
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), disable=not progress) as bar:
+                  TimeElapsedColumn(), disable=not progress or lines) as bar:
         task = bar.add_task("compare", total=len(units))
-        for strategy, seed in units:
+        for number, (strategy, seed) in enumerate(units, 1):
+            unit = f"[{number}/{len(units)}] {strategy} seed {seed}"
             if folder.done(strategy, seed):
                 _logger.info("skip %s seed %d: done in an earlier run", strategy, seed)
+                say(f"{unit}: done in an earlier run, skipped")
                 bar.advance(task)
                 continue
             bar.update(task, description=f"{strategy} (seed {seed}): search")
-            found = run_search(config, strategy, seed, progress=progress)
+            failures: list[dict[str, Any]] = []
+            token = _FAILURES.set(failures)
+            t0 = time.perf_counter()
+            try:
+                found = run_search(config, strategy, seed, progress=progress)
+            except RobustNASError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the whole search of this unit failed (e.g. a NaN supernet)
+                _logger.error("%s seed %d: the search failed", strategy, seed, exc_info=True)
+                failures.append({"phase": "search", "sample": None, "error": failure_reason(exc)})
+                found = []
+            finally:
+                _FAILURES.reset(token)
+            say(f"{unit}: search {time.perf_counter() - t0:.1f} s, {len(found)} architecture(s) to retrain, "
+                f"{len(failures)} failed candidate(s); best robust acc so far {best()}")
             rows = []
             for i, entry in enumerate(found):
                 bar.update(task, description=f"{strategy} (seed {seed}): retrain {i + 1}/{len(found)}")
-                metrics = _retrain(config, entry, seed)
+                t1 = time.perf_counter()
+                try:
+                    metrics = _retrain(config, entry, seed)
+                except RobustNASError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - this architecture fails alone
+                    _logger.error("%s seed %d: retraining %s failed", strategy, seed, entry["record"]["sample"],
+                                  exc_info=True)
+                    failures.append({"phase": "retrain", "sample": entry["record"]["sample"],
+                                     "error": failure_reason(exc)})
+                    say(f"{unit}: retrain {i + 1}/{len(found)} failed after {time.perf_counter() - t1:.1f} s "
+                        f"({failures[-1]['error']}); best robust acc so far {best(rows)}")
+                    continue
                 rows.append({"strategy": strategy, "seed": seed, **entry, "metrics": metrics})
-            folder.add(strategy, seed, rows)
+                say(f"{unit}: retrain {i + 1}/{len(found)} {time.perf_counter() - t1:.1f} s, robust acc "
+                    f"{metrics['robust_acc']:.3f}; best robust acc so far {best(rows)}")
+            if failures:
+                folder.fail([{"strategy": strategy, "seed": seed, **f} for f in failures])
+            if rows:
+                folder.add(strategy, seed, rows)
+            else:
+                _logger.warning("%s seed %d: no successful candidate; --resume retries this unit", strategy, seed)
+                say(f"{unit}: no successful candidate ({len(failures)} failure(s)); --resume retries it")
             bar.advance(task)
             if on_unit_done:
                 on_unit_done(strategy, seed)
+    return _write_report(config, folder)
+
+
+def _write_report(config: CompareConfig, folder: RunFolder) -> dict[str, Any]:
+    from robustnas.plugins.report import format_table, pareto_plot, summarise
+
     rows = folder.data["rows"]
+    failures = folder.data.get("failures", [])
+    unfinished = [[s, seed] for seed in config.seeds for s in config.strategies if not folder.done(s, seed)]
     summary = summarise(rows, config.strategies)
     table = format_table(summary)
     first = rows[0]["metrics"] if rows else {}
-    (folder.path / "report.md").write_text(
+    text = (
         f"# robustnas compare: preset {config.preset}\n\n"
         f"Space `{config.space}` {json.dumps(config.space_kwargs)}, dataset `{config.dataset}`, "
         f"seeds {config.seeds}, budget {config.budget} candidates / {config.search_epochs} supernet epochs, "
@@ -441,6 +873,17 @@ def compare(config: CompareConfig, resume: bool = False, progress: bool = True,
         "retrained architectures over (clean acc up, AutoAttack acc up, params down), reference "
         "(0, 0, 1.1 x the largest model of the run). Every number comes from results.json.\n"
     )
+    if unfinished:
+        text += ("\n## Units without a successful candidate\n\n"
+                 + "".join(f"- {s} seed {seed}: no successful candidate; `--resume` retries it\n"
+                           for s, seed in unfinished))
+    if failures:
+        text += "\n## Failed candidates\n\n| strategy | seed | phase | sample | reason |\n|---|---|---|---|---|\n"
+        text += "".join(f"| {f['strategy']} | {f['seed']} | {f['phase']} | "
+                        f"{json.dumps(f.get('sample')) if f.get('sample') is not None else '-'} | "
+                        f"{str(f['error']).replace('|', '/')} |\n" for f in failures)
+    write_text_atomic(folder.path / "report.md", text)
     if rows:
         pareto_plot(rows, folder.path / "pareto.png", title=f"{config.space} on {config.dataset}")
-    return {"out": str(folder.path), "rows": rows, "summary": summary}
+    return {"out": str(folder.path), "rows": rows, "summary": summary, "failures": failures,
+            "unfinished": unfinished}

@@ -7,7 +7,7 @@ Anything else escaping the library is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "RobustNASError"]
+__all__ = ["ConfigError", "DataError", "MissingFileError", "OutputError", "RobustNASError"]
 
 
 class RobustNASError(Exception):
@@ -20,3 +20,11 @@ class ConfigError(RobustNASError, ValueError):
 
 class DataError(RobustNASError, ValueError):
     """A data file or a stored table is missing, truncated or holds unusable values (names the file)."""
+
+
+class MissingFileError(DataError, FileNotFoundError):
+    """A file or folder the user named does not exist (names it and how to get it)."""
+
+
+class OutputError(ConfigError, PermissionError):
+    """The output folder cannot be created or written to (names it)."""

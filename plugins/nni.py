@@ -44,6 +44,20 @@ _logger = logging.getLogger(__name__)
 _EVALUATORS: dict[str, Any] = {}  # per-process cache: one dataset load per config
 _EVALUATORS_LOCK = threading.Lock()
 
+# The reason of the last candidate that failed in this process (sequential engine: the one whose
+# TrainingEnd event comes next); MetricsCollector moves it into that model's record.
+_LAST_FAILURE = threading.local()
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line naming why a candidate failed: ``"FloatingPointError: ..."``; out of memory is named as such."""
+    import torch
+
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or "out of memory" in str(exc).lower():
+        text = f"out of memory ({text})"
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
 
 def to_json(value: Any) -> Any:
     """A JSON-safe copy: dataclasses to dicts, numpy/torch scalars to numbers, tuples to lists."""
@@ -100,7 +114,12 @@ def evaluate_candidate(model: nn.Module, config: dict[str, Any], default: str = 
     ``nni.report_final_result`` (negated when ``default`` is a minimised metric, because NNI
     strategies maximise ``default``; see docs/fidelity.md) and returns the same dict.
     """
-    metrics = to_json(_evaluator_for(config).evaluate(model, train=train))
+    try:
+        metrics = to_json(_evaluator_for(config).evaluate(model, train=train))
+    except Exception as exc:  # the trial fails (NNI marks it Failed); the experiment goes on
+        _LAST_FAILURE.reason = failure_reason(exc)
+        _logger.warning("candidate failed: %s", _LAST_FAILURE.reason)
+        raise
     if default not in metrics:
         raise KeyError(f"default metric {default!r} is not among the evaluator's metrics {sorted(metrics)}")
     report = {**metrics, "default": _default_value(metrics, default)}
@@ -186,7 +205,8 @@ class MetricsCollector:
 
     Records are ``{"sample", "metrics", "record", "status"}`` in the order metrics arrived
     (``record`` is ``export_record(space, sample)`` when ``space`` is a robustnas space).
-    Failed models without a metric are recorded with ``metrics=None``.
+    Failed models without a metric are recorded with ``metrics=None``, status ``"failed"`` and,
+    when the candidate failed in this process, ``"error"``: the reason (exception type and message).
 
     Example::
 
@@ -259,7 +279,12 @@ class MetricsCollector:
 
     def _on_training_end(self, event: TrainingEndEvent) -> None:
         with self._lock:
-            self._record(event.model)["status"] = event.status.value
+            record = self._record(event.model)
+            record["status"] = event.status.value
+            reason = getattr(_LAST_FAILURE, "reason", None)
+            _LAST_FAILURE.reason = None
+            if event.status == ModelStatus.Failed:
+                record["error"] = reason or "the trial failed (see its log)"
 
 
 @dataclasses.dataclass
@@ -307,6 +332,11 @@ def run_experiment(
     always run sequentially with the raw model format (NNI's default for them). Returns
     records ``{"sample", "metrics", "record", "status"}`` and ``top_models`` as records of the
     strategy's best models (by NNI's ``default`` scalar).
+
+    A candidate that raises (NaN loss, out of memory, a bad architecture) fails its own trial
+    only: its record has status ``"failed"`` and ``"error"`` (the reason), and the search goes on
+    (NNI's ``continue_on_failure``). ``working_dir`` holds NNI's experiment files (checkpoints,
+    logs); NNI's default is ``~/nni-experiments``.
     """
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
 
@@ -324,6 +354,8 @@ def run_experiment(
             config._trial_command_params = {"envs": f"OMP_NUM_THREADS={int(trial_threads)}"}
     else:
         config = NasExperimentConfig("sequential", "simplified")
+    if config.execution_engine.name == "sequential":
+        config.execution_engine.continue_on_failure = True
     if max_trial_number is not None:
         config.max_trial_number = max_trial_number
     if working_dir is not None:

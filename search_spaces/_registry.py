@@ -15,6 +15,7 @@ from nni.nas.nn.pytorch import ModelSpace
 
 from ._arnas import ARNASSpace
 from ._dsrna import DSRNASpace
+from robustnas.plugins.errors import ConfigError
 
 __all__ = ["ENTRY_POINT_GROUP", "SPACES", "available_spaces", "get_space", "get_space_class", "register_space"]
 
@@ -58,7 +59,7 @@ def available_spaces() -> list[str]:
 def register_space(name: str, cls_or_factory: Union[SpaceFactory, str], *, overwrite: bool = False) -> None:
     """Register a space class, a factory returning a ``ModelSpace``, or a ``"module:attr"`` reference."""
     if not isinstance(name, str) or not name:
-        raise ValueError(f"space name must be a non-empty string, got {name!r}")
+        raise ConfigError(f"space name must be a non-empty string, got {name!r}")
     if isinstance(cls_or_factory, str):
         if ":" not in cls_or_factory:
             raise ValueError(f"a lazy space reference must read 'module:attribute', got {cls_or_factory!r}")
@@ -66,7 +67,7 @@ def register_space(name: str, cls_or_factory: Union[SpaceFactory, str], *, overw
         raise TypeError(f"space {name!r} must be a class, a factory or a 'module:attr' string, got {cls_or_factory!r}")
     _load_entry_points()
     if name in SPACES and not overwrite and SPACES[name] is not cls_or_factory:
-        raise ValueError(f"space {name!r} is already registered ({SPACES[name]!r}); pass overwrite=True to replace it")
+        raise ConfigError(f"space {name!r} is already registered ({SPACES[name]!r}); pass overwrite=True to replace it")
     SPACES[name] = cls_or_factory
 
 
@@ -74,7 +75,7 @@ def get_space_class(name: str) -> SpaceFactory:
     """The class (or factory) registered as ``name``, importing lazy references."""
     _load_entry_points()
     if name not in SPACES:
-        raise ValueError(f"unknown search space {name!r}; valid names: {sorted(SPACES)}")
+        raise ConfigError(f"unknown search space {name!r}; valid names: {sorted(SPACES)}")
     target = SPACES[name]
     if isinstance(target, str):
         module_name, _, attr = target.partition(":")

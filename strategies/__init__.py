@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from .arnas import ARNAS, mgda_two_task
 from .dsrna import DSRNA
+from robustnas.plugins.errors import ConfigError
 
 _logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ STRATEGIES: dict[str, str | Callable[..., Any]] = {
 def register_strategy(name: str, target: str | Callable[..., Any]) -> None:
     """Register a strategy class (or ``"module:attr"`` path) under ``name``."""
     if not isinstance(name, str) or not name:
-        raise ValueError(f"strategy name must be a non-empty string, got {name!r}")
+        raise ConfigError(f"strategy name must be a non-empty string, got {name!r}")
     STRATEGIES[name] = target
 
 
@@ -81,7 +82,7 @@ def strategy_factory(name: str) -> Callable[..., Any]:
     eps = _entry_point_strategies()
     if key in eps:
         return eps[key].load()
-    raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(available_strategies())}")
+    raise ConfigError(f"unknown strategy {name!r}; valid strategies: {', '.join(available_strategies())}")
 
 
 def takes_seed(name: str) -> bool:

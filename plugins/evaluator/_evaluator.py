@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+
+from robustnas.plugins.errors import ConfigError, DataError
 
 from ._utils import eval_mode, logits_of, resolve_device
 from .attacks import accuracy, pgd_accuracy
@@ -39,6 +43,37 @@ METRIC_KEYS: tuple[str, ...] = (
     "recipe",
     "epochs",
 )
+
+
+#: Device names the evaluator accepts (``cuda:N`` too).
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def check_device(device: Any) -> None:
+    """Raise :class:`ConfigError` unless ``device`` names a device this machine has.
+
+    ``auto`` is always valid; ``cuda`` / ``cuda:N`` need a CUDA device torch can see (and N below
+    the device count); ``mps`` needs Apple's backend. Names torch does not know (``gpu``) are
+    refused with the valid ones, instead of torch's own traceback.
+    """
+    text = str(device)
+    if text == "auto":
+        return
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {device!r}; valid devices: {', '.join(DEVICES)} (or cuda:N)") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {device!r}; valid devices: {', '.join(DEVICES)} (or cuda:N)")
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {device!r} was asked for but torch sees no CUDA device; "
+                              "use --device cpu (or auto, which takes CUDA when present)")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"device {device!r}: torch sees {count} CUDA device(s) (cuda:0 to cuda:{count - 1})")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {device!r} was asked for but the MPS backend is not available; use cpu or auto")
 
 
 @dataclass
@@ -74,29 +109,38 @@ class EvaluatorConfig:
 
     def __post_init__(self) -> None:
         if str(self.dataset).lower() not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(DATASETS)}")
+            raise ConfigError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(DATASETS)}")
         self.dataset = str(self.dataset).lower()
         if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; valid recipes: {', '.join(RECIPES)}")
+            raise ConfigError(f"unknown recipe {self.recipe!r}; valid recipes: {', '.join(RECIPES)}")
         if self.attack not in MODES:
-            raise ValueError(f"unknown attack {self.attack!r}; valid attacks (AutoAttack modes): {', '.join(MODES)}")
+            raise ConfigError(f"unknown attack {self.attack!r}; valid attacks (AutoAttack modes): {', '.join(MODES)}")
         if self.norm is not None and str(self.norm).lower() not in NORMS:
-            raise ValueError(f"unknown norm {self.norm!r}; valid norms: {', '.join(NORMS)}")
+            raise ConfigError(f"unknown norm {self.norm!r}; valid norms: {', '.join(NORMS)}")
         if self.eps is not None:
-            ThreatModel(self.norm or "linf", self.eps)  # raises for eps outside (0, 1]
+            ThreatModel(self.norm or "linf", self.eps)  # raises for eps outside (0, 1], with the 8/255 hint
         for name in ("epochs", "batch_size", "train_attack_steps", "n_examples", "pgd_eval_steps",
                      "eval_batch_size", "latency_repeats"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        lr = self.lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"lr must be a positive finite number, got {lr!r}")
+        for name in ("download", "certify", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.root is not None and not isinstance(self.root, (str, os.PathLike)):
+            raise ConfigError(f"root must be a folder path, got {self.root!r}")
         if not isinstance(self.dataset_options, dict):
-            raise TypeError(f"dataset_options must be a dict, got {type(self.dataset_options).__name__}")
+            raise ConfigError(f"dataset_options must be a mapping, got {type(self.dataset_options).__name__}")
         try:  # JSON form (tuples become lists), so that to_dict/from_dict round-trip exactly
             self.dataset_options = json.loads(json.dumps(self.dataset_options))
         except TypeError as err:
-            raise TypeError(f"dataset_options must be JSON-serialisable: {err}") from err
-        if str(self.device) != "auto":
-            torch.device(self.device)  # raises for an unknown device string
+            raise ConfigError(f"dataset_options must be JSON-serialisable: {err}") from err
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""
@@ -105,10 +149,12 @@ class EvaluatorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvaluatorConfig":
         """The inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"evaluator settings must be a mapping of EvaluatorConfig keys, got {data!r}")
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(valid))
         if unknown:
-            raise ValueError(f"unknown EvaluatorConfig keys {unknown}; valid keys: {', '.join(valid)}")
+            raise ConfigError(f"unknown EvaluatorConfig keys {unknown}; valid keys: {', '.join(valid)}")
         return cls(**data)
 
 
@@ -138,7 +184,9 @@ class RobustnessEvaluator:
                                   **cfg.dataset_options)
             for split in ("train", "test"):
                 if len(bundle.split(split)) == 0:
-                    raise ValueError(f"dataset {cfg.dataset!r}: the {split} split is empty")
+                    raise DataError(f"dataset {cfg.dataset!r}: the {split} split is empty")
+            if bundle.num_classes < 2:
+                raise DataError(f"dataset {cfg.dataset!r} has {bundle.num_classes} class(es); at least 2 are needed")
             self._bundle = bundle
         return self._bundle
 
@@ -171,12 +219,12 @@ class RobustnessEvaluator:
             with torch.no_grad(), eval_mode(model, frozen=False):
                 out = logits_of(model.to(self.device)(x))
         except Exception as err:  # the model's own error, re-raised with the shapes
-            raise ValueError(
+            raise ConfigError(
                 f"the model does not accept dataset {self.bundle.name!r} inputs of shape {tuple(shape)} "
                 f"(batch shape {tuple(x.shape)}): {type(err).__name__}: {err}"
             ) from err
         if tuple(out.shape) != (2, classes):
-            raise ValueError(
+            raise ConfigError(
                 f"the model returned shape {tuple(out.shape)} for a batch of 2 inputs of shape "
                 f"{tuple(shape)}; expected logits of shape (2, {classes}) for dataset {self.bundle.name!r}"
             )
@@ -243,7 +291,7 @@ class RobustnessEvaluator:
         """A RobustBench-style JSON record of one evaluated model (accuracies as percents)."""
         missing = [k for k in ("clean_acc", "robust_acc", "norm", "eps") if k not in metrics]
         if missing:
-            raise ValueError(f"metrics lack {missing}; pass the dict returned by evaluate()")
+            raise ConfigError(f"metrics lack {missing}; pass the dict returned by evaluate()")
         record = {
             "name": str(model_name),
             "dataset": metrics.get("dataset", self.config.dataset),

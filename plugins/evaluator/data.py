@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from robustnas.plugins.errors import ConfigError, DataError, MissingFileError
+
 _logger = logging.getLogger(__name__)
 
 NORMS = ("linf", "l2")
@@ -36,11 +38,20 @@ class ThreatModel:
     def __post_init__(self) -> None:
         norm = str(self.norm).lower()
         if norm not in NORMS:
-            raise ValueError(f"unknown norm {self.norm!r}; valid norms: {', '.join(NORMS)}")
+            raise ConfigError(f"unknown norm {self.norm!r}; valid norms: {', '.join(NORMS)}")
         object.__setattr__(self, "norm", norm)
-        eps = float(self.eps)
+        if isinstance(self.eps, bool):
+            raise ConfigError(f"eps must be a number in (0, 1] (pixel space), got {self.eps!r}")
+        try:
+            eps = float(self.eps)
+        except (TypeError, ValueError):
+            raise ConfigError(f"eps must be a number in (0, 1] (pixel space), got {self.eps!r}") from None
         if not (0.0 < eps <= 1.0) or not np.isfinite(eps):
-            raise ValueError(f"eps must be in (0, 1] (pixel space), got {self.eps!r}")
+            hint = ""
+            if np.isfinite(eps) and 1.0 < eps <= 255.0:
+                meant = "8/255 = 0.0314" if eps == 8 else f"{eps:g}/255 = {eps / 255:.4f}; 8/255 = 0.0314"
+                hint = f"; pixels are in [0, 1]: a radius on the 0-255 scale must be divided by 255 ({meant})"
+            raise ConfigError(f"eps must be in (0, 1] (pixel space), got {self.eps!r}{hint}")
         object.__setattr__(self, "eps", eps)
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,7 +74,7 @@ class DatasetBundle:
     def split(self, split: str) -> Dataset:
         """The dataset of one split (``train``, ``val`` or ``test``)."""
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+            raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
         return getattr(self, split)
 
     def loader(
@@ -110,7 +121,7 @@ class DatasetBundle:
 def _check_nonempty(name: str, **splits: Dataset) -> None:
     for split, data in splits.items():
         if len(data) == 0:
-            raise ValueError(f"dataset {name!r}: the {split} split is empty")
+            raise DataError(f"dataset {name!r}: the {split} split is empty")
 
 
 def _stratified_indices(
@@ -140,7 +151,7 @@ def _carve_val(
     name: str, x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int
 ) -> tuple[TensorDataset, TensorDataset]:
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     train_idx, val_idx = _stratified_indices(
         y.numpy(), (1.0 - val_fraction, val_fraction), seed
     )
@@ -159,7 +170,7 @@ def _load_digits(
     from sklearn.datasets import load_digits
 
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) <= 0:
-        raise ValueError(f"fractions must be three positive numbers summing to 1, got {fractions!r}")
+        raise ConfigError(f"fractions must be three positive numbers summing to 1, got {fractions!r}")
     raw = load_digits()
     x = torch.tensor(raw.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(raw.target, dtype=torch.long)
@@ -190,15 +201,15 @@ def _load_synthetic(
     _reject_kwargs("synthetic", kw)
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
+        raise ConfigError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape!r}")
     if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+        raise ConfigError(f"num_classes must be >= 2, got {num_classes!r}")
     gen = torch.Generator().manual_seed(int(seed))
     prototypes = (torch.rand(num_classes, *shape, generator=gen) > 0.5).float()
 
     def make(n: int) -> TensorDataset:
         if n < 1:
-            raise ValueError(f"synthetic split sizes must be >= 1, got {n!r}")
+            raise ConfigError(f"synthetic split sizes must be >= 1, got {n!r}")
         y = torch.arange(n) % num_classes
         y = y[torch.randperm(n, generator=gen)]
         x = 0.2 + 0.6 * prototypes[y] + noise * torch.randn(n, *shape, generator=gen)
@@ -220,7 +231,7 @@ def _to_nchw(name: str, key: str, x: np.ndarray, layout: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
-        raise ValueError(f"{name}: {key} must have 3 (NHW) or 4 (NHWC/NCHW) dims, got shape {x.shape}")
+        raise DataError(f"{name}: {key} must have 3 (NHW) or 4 (NHWC/NCHW) dims, got shape {x.shape}")
     if layout == "auto":
         channels_first = x.shape[1] in (1, 3) and x.shape[-1] not in (1, 3)
         channels_last = x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3)
@@ -229,13 +240,13 @@ def _to_nchw(name: str, key: str, x: np.ndarray, layout: str) -> np.ndarray:
         elif channels_first or x.shape[1] <= 4:
             layout = "nchw"
         else:
-            raise ValueError(
+            raise DataError(
                 f"{name}: cannot tell the layout of {key} with shape {x.shape}; pass layout='nhwc' or 'nchw'"
             )
     if layout == "nhwc":
         x = np.transpose(x, (0, 3, 1, 2))
     elif layout != "nchw":
-        raise ValueError(f"unknown layout {layout!r}; valid layouts: auto, nhwc, nchw")
+        raise ConfigError(f"unknown layout {layout!r}; valid layouts: auto, nhwc, nchw")
     return np.ascontiguousarray(x)
 
 
@@ -243,9 +254,13 @@ def _to_unit_float(name: str, key: str, x: np.ndarray) -> torch.Tensor:
     if x.dtype == np.uint8:
         return torch.from_numpy(x.astype(np.float32) / 255.0)
     if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"{name}: {key} must be uint8 or float, got dtype {x.dtype}")
-    if x.size and (not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0):
-        raise ValueError(
+        raise DataError(f"{name}: {key} must be uint8 or float, got dtype {x.dtype}")
+    nan, inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
+    if nan or inf:
+        what = ", ".join(f"{count} {kind} value(s)" for count, kind in ((nan, "NaN"), (inf, "infinite")) if count)
+        raise DataError(f"{name}: {key} holds {what}; every pixel must be a finite number in [0, 1]")
+    if x.size and (x.min() < 0.0 or x.max() > 1.0):
+        raise DataError(
             f"{name}: float {key} must lie in [0, 1] (got range [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}]); "
             "scale it, or store uint8 pixels"
         )
@@ -257,14 +272,14 @@ def _to_labels(name: str, key: str, y: np.ndarray, n: int) -> torch.Tensor:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y.reshape(-1)
     if y.ndim != 1 or len(y) != n:
-        raise ValueError(f"{name}: {key} must be a 1-D array of {n} labels, got shape {y.shape}")
+        raise DataError(f"{name}: {key} must be a 1-D array of {n} labels, got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
             y = y.astype(np.int64)
         else:
-            raise ValueError(f"{name}: {key} must hold integer class labels, got dtype {y.dtype}")
+            raise DataError(f"{name}: {key} must hold integer class labels, got dtype {y.dtype}")
     if len(y) and y.min() < 0:
-        raise ValueError(f"{name}: {key} has negative labels (min {y.min()})")
+        raise DataError(f"{name}: {key} has negative labels (min {y.min()})")
     return torch.from_numpy(y.astype(np.int64))
 
 
@@ -284,36 +299,55 @@ def _load_npz(
     """A user ``.npz`` with ``x_train, y_train, x_test, y_test`` (NHWC or NCHW, uint8 or float in [0, 1])."""
     _reject_kwargs("npz", kw)
     if path is None:
-        raise ValueError("dataset 'npz' needs path=<file.npz> holding x_train, y_train, x_test, y_test")
+        raise ConfigError("dataset 'npz' needs path=<file.npz> holding x_train, y_train, x_test, y_test")
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"npz file {str(path)!r} does not exist")
-    with np.load(path, allow_pickle=False) as f:
-        missing = [k for k in NPZ_KEYS if k not in f.files]
-        if missing:
-            raise ValueError(
-                f"{path.name}: missing arrays {missing}; an npz dataset needs {', '.join(NPZ_KEYS)} "
-                f"(found {', '.join(f.files) or 'none'})"
-            )
-        arrays = {k: f[k] for k in NPZ_KEYS}
+        raise MissingFileError(f"npz file {str(path)!r} does not exist")
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in NPZ_KEYS if k not in f.files]
+            if missing:
+                raise DataError(
+                    f"{path.name}: missing arrays {missing}; an npz dataset needs {', '.join(NPZ_KEYS)} "
+                    f"(found {', '.join(f.files) or 'none'})"
+                )
+            arrays = {k: f[k] for k in NPZ_KEYS}
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:  # not a zip, truncated, pickled arrays
+        raise DataError(f"npz file {str(path)!r} cannot be read as a NumPy .npz archive "
+                        f"(truncated or not written by numpy.savez?): {type(err).__name__}: {err}") from err
     name = path.name
     x_train = _to_unit_float(name, "x_train", _to_nchw(name, "x_train", arrays["x_train"], layout))
     x_test = _to_unit_float(name, "x_test", _to_nchw(name, "x_test", arrays["x_test"], layout))
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(
+        raise DataError(
             f"{name}: x_train images have shape {tuple(x_train.shape[1:])} but x_test images "
             f"{tuple(x_test.shape[1:])}"
         )
     y_train = _to_labels(name, "y_train", arrays["y_train"], len(x_train))
     y_test = _to_labels(name, "y_test", arrays["y_test"], len(x_test))
     if len(x_train) == 0 or len(x_test) == 0:
-        raise ValueError(f"{name}: x_train and x_test must not be empty")
+        raise DataError(f"{name}: x_train and x_test must not be empty")
     found = int(max(y_train.max(), y_test.max())) + 1
     classes = found if num_classes is None else int(num_classes)
-    if classes < found or classes < 2:
-        raise ValueError(f"{name}: num_classes={classes} but labels go up to {found - 1}")
+    if classes < found:
+        raise DataError(f"{name}: num_classes={classes} but labels go up to {found - 1}")
+    present = sorted(int(c) for c in torch.unique(y_train))
+    if len(present) < 2:
+        raise DataError(f"{name}: y_train holds a single class ({present}); a classifier needs at least 2 "
+                        "(every accuracy would read 1.000)")
+    absent = sorted(set(range(classes)) - set(present))
+    if absent:
+        raise DataError(f"{name}: class(es) {absent} of the {classes} classes never appear in y_train; "
+                        "a model cannot learn them (pass num_classes to match the labels, or add examples)")
     train, val = _carve_val(name, x_train, y_train, val_fraction, seed)
     _check_nonempty(name, train=train)
+    if len(val) == 0:
+        raise DataError(f"{name}: the validation split is empty ({len(x_train)} training examples, "
+                        f"val_fraction={val_fraction}); raise val_fraction or add training examples")
     return DatasetBundle(
         name="npz",
         train=train,
@@ -350,7 +384,7 @@ def _tv_split(cls: Callable[..., Dataset], name: str, root: Path, train: bool, d
     try:
         return cls(str(root), **kwargs)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted..."
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"dataset {name!r} was not found under root {str(root)!r} ({err}). "
             f"Pass download=True to fetch it, or place the torchvision files for {name!r} in that root."
         ) from err
@@ -383,19 +417,19 @@ def _load_torchvision(
 
     if root is None:
         if not download:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"dataset {name!r} needs a local root: pass root=<folder holding the torchvision files>, "
                 "or download=True to fetch it (into ~/.cache/robustnas/data unless root is given)"
             )
         root = Path.home() / ".cache" / "robustnas" / "data"
     root = Path(root).expanduser()
     if not download and not root.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"dataset {name!r}: root {str(root)!r} does not exist. Pass download=True to fetch it, "
             f"or place the torchvision files for {name!r} in that root."
         )
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     cls_name, shape, classes = _TV[name]
     cls = getattr(tvd, cls_name)
     full_train = _IntLabels(_tv_split(cls, name, root, True, download))
@@ -404,7 +438,7 @@ def _load_torchvision(
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).tolist()
     n_val = int(round(val_fraction * n))
     train, val = Subset(full_train, perm[n_val:]), Subset(full_train, perm[:n_val])
-    _check_nonempty(name, train=train, test=test)
+    _check_nonempty(name, train=train, val=val, test=test)
     return DatasetBundle(
         name=name,
         train=train,
@@ -419,7 +453,7 @@ def _load_torchvision(
 
 def _reject_kwargs(name: str, kw: dict[str, Any]) -> None:
     if kw:
-        raise TypeError(f"dataset {name!r} got unexpected options: {', '.join(sorted(kw))}")
+        raise ConfigError(f"dataset {name!r} got unexpected options: {', '.join(sorted(kw))}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,7 +498,7 @@ def load_dataset(
     """
     key = str(name).lower()
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
     if key == "digits":
         bundle = _load_digits(seed=seed, **kw)
     elif key == "synthetic":

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustnas.plugins.errors import ConfigError
+
 from ._utils import eval_mode, logits_of, resolve_device
 from .attacks import accuracy, perturb
 from .data import DatasetBundle, ThreatModel
@@ -70,19 +72,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; valid recipes: {', '.join(RECIPES)}")
+            raise ConfigError(f"unknown recipe {self.recipe!r}; valid recipes: {', '.join(RECIPES)}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+            raise ConfigError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
         for name in ("epochs", "batch_size", "attack_steps"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if self.eps is not None or self.norm is not None:
             ThreatModel(self.norm or "linf", self.eps if self.eps is not None else 0.1)
         if self.trades_beta < 0 or self.fgsm_alpha <= 0:
-            raise ValueError("trades_beta must be >= 0 and fgsm_alpha > 0")
+            raise ConfigError("trades_beta must be >= 0 and fgsm_alpha > 0")
 
     def with_threat(self, threat: ThreatModel) -> "TrainConfig":
         """A copy whose missing eps/norm are filled from ``threat``."""
@@ -95,7 +97,7 @@ class TrainConfig:
 
 def _threat(config: TrainConfig) -> ThreatModel:
     if config.eps is None:
-        raise ValueError(
+        raise ConfigError(
             f"recipe {config.recipe!r} needs eps; set TrainConfig.eps or use train_model, "
             "which takes it from the dataset's default threat model"
         )

@@ -13,6 +13,7 @@ import optuna
 from robustnas.plugins.nni import architecture_record, to_json
 
 from robustnas.strategies.sampling import suggest_architecture
+from robustnas.plugins.errors import ConfigError
 
 _logger = logging.getLogger(__name__)
 
@@ -28,9 +29,9 @@ def objective_directions(objectives: Sequence[str]) -> list[str]:
     from robustnas.strategies.pareto import directions_for
 
     if isinstance(objectives, str) or not len(objectives):
-        raise ValueError(f"objectives must be a non-empty sequence of metric names, got {objectives!r}")
+        raise ConfigError(f"objectives must be a non-empty sequence of metric names, got {objectives!r}")
     if len(set(objectives)) != len(objectives):
-        raise ValueError(f"objectives must be distinct, got {list(objectives)}")
+        raise ConfigError(f"objectives must be distinct, got {list(objectives)}")
     return directions_for(list(objectives))
 
 

@@ -6,6 +6,7 @@ import logging
 from typing import Any, Callable
 
 import optuna
+from robustnas.plugins.errors import ConfigError
 
 _logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def make_sampler(name: str, seed: int | None = None, **kwargs: Any) -> optuna.sa
     aliases = {"nsgaii": "nsga2", "nsgaiii": "nsga3", "motpe": "tpe", "sobol": "qmc"}
     key = aliases.get(key, key)
     if key not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; valid samplers: {', '.join(SAMPLERS)}")
+        raise ConfigError(f"unknown sampler {name!r}; valid samplers: {', '.join(SAMPLERS)}")
     sampler = SAMPLERS[key](seed, **kwargs)
     _logger.debug("sampler %s -> %r", name, sampler)
     return sampler

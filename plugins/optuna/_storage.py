@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -13,6 +14,7 @@ from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBSto
 from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
 from ._objective import objective_directions
+from robustnas.plugins.errors import ConfigError, DataError
 
 _logger = logging.getLogger(__name__)
 
@@ -28,11 +30,11 @@ _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _DRIVER_HINTS = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL (mysql+pymysql://...)", "redis": "redis"}
 
 
-def _cannot_open(url: str, exc: BaseException) -> ValueError:
+def _cannot_open(url: str, exc: BaseException) -> ConfigError:
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
     hint = f"; install {_DRIVER_HINTS[scheme]} for this backend" if (
         isinstance(exc, ImportError) and scheme in _DRIVER_HINTS) else ""
-    return ValueError(f"cannot open storage {url!r}: {type(exc).__name__}: {exc}{hint}")
+    return ConfigError(f"cannot open storage {url!r}: {type(exc).__name__}: {exc}{hint}")
 
 
 def open_storage(url: str | os.PathLike[str] | BaseStorage | None) -> BaseStorage:
@@ -54,7 +56,7 @@ def open_storage(url: str | os.PathLike[str] | BaseStorage | None) -> BaseStorag
         if text.startswith("journal://"):
             path = text[len("journal://"):]
             if not path:
-                raise ValueError("journal URL has no file path")
+                raise ConfigError("journal URL has no file path")
             return JournalStorage(JournalFileBackend(path))
         if text.startswith("redis://") or text.startswith("rediss://"):
             return JournalStorage(JournalRedisBackend(text))
@@ -63,10 +65,16 @@ def open_storage(url: str | os.PathLike[str] | BaseStorage | None) -> BaseStorag
                 return JournalStorage(JournalFileBackend(text))
             if text.endswith(_SQLITE_SUFFIXES):
                 return RDBStorage(f"sqlite:///{os.path.abspath(text)}")
-            raise ValueError("not a URL and not a .log/.jsonl/.db path")
+            raise ConfigError("not a URL and not a .log/.jsonl/.db path")
         return RDBStorage(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"Optuna journal {text!r} is corrupt (a line is not JSON: {exc}); "
+                        "move the file away to start afresh") from exc
     except ValueError as exc:
-        raise ValueError(
+        if "Invalid log format" in str(exc):
+            raise DataError(f"Optuna journal {text!r} is corrupt ({exc}: a line is cut short); "
+                            "move the file away to start afresh") from exc
+        raise ConfigError(
             f"cannot open storage {text!r}: {exc}; valid forms: {'; '.join(STORAGE_FORMS)}"
         ) from exc
     except Exception as exc:  # driver missing, file system, connection refused, bad dialect ...
@@ -134,7 +142,7 @@ def _check_compatible(storage: BaseStorage, name: str, objectives: list[str], di
     have = [d.name.lower() for d in storage.get_study_directions(study_id)]
     names = storage.get_study_system_attrs(study_id).get("study:metric_names")
     if have != directions or (names is not None and list(names) != objectives):
-        raise ValueError(
+        raise ConfigError(
             f"study {name!r} already exists with objectives {names or '(unnamed)'} and directions "
             f"{have}; asked for objectives {objectives} with directions {directions}. "
             "Use another study name or the same objectives."

@@ -19,6 +19,7 @@ from robustnas.plugins.nni import architecture_record, to_json
 from ._objective import ATTR_FAIL, ATTR_METRICS, ATTR_RECORD, ATTR_SAMPLE, objective_directions, pareto_records
 from robustnas.strategies.sampling import suggest_architecture
 from ._storage import create_study
+from robustnas.plugins.errors import ConfigError
 
 _logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class OptunaStrategy(Strategy):
             study = create_study(self.objectives, storage=storage, study_name=study_name,
                                  sampler=sampler, seed=seed, **sampler_kwargs)
         elif [d.name.lower() for d in study.directions] != objective_directions(self.objectives):
-            raise ValueError(f"study {study.study_name!r} has directions "
+            raise ConfigError(f"study {study.study_name!r} has directions "
                              f"{[d.name.lower() for d in study.directions]}, objectives {list(self.objectives)} "
                              f"need {objective_directions(self.objectives)}")
         self.study = study

@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 from ._objective import ATTR_FAIL, RobustObjective
 from ._samplers import SAMPLERS
 from ._storage import create_study
+from robustnas.plugins.errors import ConfigError
 
 _logger = logging.getLogger(__name__)
 
@@ -180,9 +181,9 @@ class Worker:
                  heartbeat: float = 10.0, grace: float = 60.0, poll: float = 2.0,
                  max_failures: int | None = None, name: str | None = None) -> None:
         if n_trials < 1:
-            raise ValueError(f"n_trials must be >= 1, got {n_trials!r}")
+            raise ConfigError(f"n_trials must be >= 1, got {n_trials!r}")
         if not 0 < heartbeat < grace:
-            raise ValueError(f"need 0 < heartbeat < grace, got heartbeat={heartbeat!r}, grace={grace!r}")
+            raise ConfigError(f"need 0 < heartbeat < grace, got heartbeat={heartbeat!r}, grace={grace!r}")
         self._signals = _Signals()
         self.objective = copy.copy(objective)
         self.objective.evaluator = _InterruptibleEvaluator(objective.evaluator, self._signals)
@@ -270,7 +271,7 @@ def _key_values(pairs: Sequence[str], what: str) -> dict[str, Any]:
     out = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ValueError(f"{what} {pair!r} must look like KEY=VALUE")
+            raise ConfigError(f"{what} {pair!r} must look like KEY=VALUE")
         key, value = pair.split("=", 1)
         out[key.strip().replace("-", "_")] = _parse_value(value)
     return out
@@ -318,7 +319,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
         unknown = sorted(set(loaded) - set(settings))
         if unknown:
-            raise ValueError(f"unknown keys {unknown} in {args.config}; valid keys: {', '.join(settings)}")
+            raise ConfigError(f"unknown keys {unknown} in {args.config}; valid keys: {', '.join(settings)}")
         settings.update(loaded)
     for key in ("space", "sampler", "seed"):
         if getattr(args, key) is not None:
