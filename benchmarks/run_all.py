@@ -4,7 +4,7 @@ Each benchmark runs as its own process (``benchmarks/bench_<name>.py``), writes
 ``benchmarks/results/<name>.json``, and this script reads those files back for the summary
 (and writes ``benchmarks/results/summary.json``).
 
-    .venv/bin/python benchmarks/run_all.py                 # all six, in order
+    .venv/bin/python benchmarks/run_all.py                 # all seven, in order
     .venv/bin/python benchmarks/run_all.py autoattack scaleout --quick
 """
 
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "oneshot": "4. one-shot search epoch cost vs NNI DARTS, against the pass-count ideal",
     "search_quality": "5. search quality at equal budget vs random search (3 seeds)",
     "scaleout": "6. 2 Optuna workers vs 1 on one journal file",
+    "table": "7. benchmark table: one lookup vs a live evaluation of the same cell",
 }
 
 

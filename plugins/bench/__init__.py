@@ -9,11 +9,22 @@ the compressed file that ships. ``benchmark_evaluator`` (NNI) and ``BenchmarkObj
 
 from ._adapters import BenchmarkObjective, TableEvaluator, benchmark_evaluator, cached_benchmark
 from ._build import Plan, build_table, read_rows
+from ._plots import plot_table
 from ._protocol import PHASES, Protocol, run_cell
 from ._table import BENCHMARKS, Benchmark, available_benchmarks, load_benchmark, pack_table
+from ._stats import (
+    HV_OBJECTIVES, TableTarget, bootstrap_band, bootstrap_ci, holm, mean_ranks, normalised_hypervolume,
+    paired_wilcoxon, regret, regret_at_times, regret_curve, table_target,
+)
+from ._compare import (
+    TABLE_STRATEGIES, compare_on_table, plot_anytime, population_for_table, report_markdown, strip_timings,
+)
 
 __all__ = [
     "BENCHMARKS", "PHASES", "Benchmark", "BenchmarkObjective", "Plan", "Protocol", "TableEvaluator",
     "available_benchmarks", "benchmark_evaluator", "build_table", "cached_benchmark",
-    "load_benchmark", "pack_table", "read_rows", "run_cell",
+    "load_benchmark", "pack_table", "plot_table", "read_rows", "run_cell",
+    "HV_OBJECTIVES", "TABLE_STRATEGIES", "TableTarget", "bootstrap_band", "bootstrap_ci", "compare_on_table",
+    "holm", "mean_ranks", "normalised_hypervolume", "paired_wilcoxon", "plot_anytime", "population_for_table",
+    "regret", "regret_at_times", "regret_curve", "report_markdown", "strip_timings", "table_target",
 ]

@@ -21,6 +21,7 @@ from robustnas.plugins.evaluator import (
     DatasetBundle, TrainConfig, accuracy, autoattack_accuracy, count_flops, count_params, fgsm, pgd_accuracy,
     train_model,
 )
+from robustnas.plugins.errors import ConfigError
 from robustnas.plugins.evaluator.autoattack import MODES
 from robustnas.plugins.evaluator.training import RECIPES
 from robustnas.search_spaces import get_space
@@ -51,7 +52,7 @@ class Protocol:
     )
     data_seed: int = 0
     recipe: str = "fgsm-rs"
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 0.1
     pgd_steps: int = 20
@@ -65,16 +66,16 @@ class Protocol:
     def __post_init__(self) -> None:
         for name in ("recipe", "strong_recipe"):
             if getattr(self, name) not in RECIPES:
-                raise ValueError(f"{name} {getattr(self, name)!r} is unknown; valid recipes: {', '.join(RECIPES)}")
+                raise ConfigError(f"{name} {getattr(self, name)!r} is unknown; valid recipes: {', '.join(RECIPES)}")
         for name in ("aa_mode", "strong_aa_mode"):
             if getattr(self, name) not in MODES:
-                raise ValueError(f"{name} {getattr(self, name)!r} is unknown; valid modes: {', '.join(MODES)}")
+                raise ConfigError(f"{name} {getattr(self, name)!r} is unknown; valid modes: {', '.join(MODES)}")
         for name in ("epochs", "batch_size", "pgd_steps", "aa_examples", "strong_epochs", "strong_attack_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"protocol {name} must be an integer >= 1, got {value!r}")
+                raise ConfigError(f"protocol {name} must be an integer >= 1, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"protocol lr must be a positive number, got {self.lr!r}")
+            raise ConfigError(f"protocol lr must be a positive number, got {self.lr!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON form (stored in the table's metadata)."""
@@ -88,7 +89,7 @@ class Protocol:
         valid = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - valid)
         if unknown:
-            raise ValueError(f"unknown protocol key(s) {unknown}; valid keys: {sorted(valid)}")
+            raise ConfigError(f"unknown protocol key(s) {unknown}; valid keys: {sorted(valid)}")
         return cls(**data)
 
     def train_config(self, seed: int, strong: bool = False) -> TrainConfig:
@@ -128,7 +129,7 @@ def run_cell(
     Returns ``(metrics, trained model)``.
     """
     if phase not in PHASES:
-        raise ValueError(f"unknown phase {phase!r}; valid phases: {', '.join(PHASES)}")
+        raise ConfigError(f"unknown phase {phase!r}; valid phases: {', '.join(PHASES)}")
     dev = torch.device(device)
     threat = bundle.threat
     metrics: dict[str, Any] = {}

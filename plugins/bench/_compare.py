@@ -1,0 +1,486 @@
+"""Multi-trial strategies head to head on a table: many seeds, an equal budget of queries,
+regret with confidence intervals and paired tests against random search.
+
+:func:`compare_on_table` runs every (strategy, seed) unit on the table (NNI's ``Random`` and
+``RegularizedEvolution`` through :func:`~robustnas.plugins.nni.run_experiment` and a
+:class:`TableEvaluator`; Optuna samplers through a :class:`BenchmarkObjective`), each with
+``budget`` queries, and returns a plain JSON-able dict: every unit's queries in order, and
+per strategy the statistics of :mod:`._stats`. :func:`report_markdown` says in words which
+differences against random search are significant; :func:`plot_anytime` draws the anytime
+curves. See docs/benchmark.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from robustnas.plugins.errors import ConfigError
+
+from ._adapters import _CACHE, _LOCK, BenchmarkObjective, TableEvaluator
+from ._stats import (
+    HV_OBJECTIVES, TableTarget, bootstrap_band, bootstrap_ci, mean_ranks, normalised_hypervolume,
+    paired_wilcoxon, regret, regret_at_times, regret_curve, table_target,
+)
+
+if TYPE_CHECKING:
+    import os
+
+    from ._table import Benchmark
+
+__all__ = ["TABLE_STRATEGIES", "compare_on_table", "plot_anytime", "population_for_table", "report_markdown",
+           "strip_timings"]
+
+_logger = logging.getLogger(__name__)
+
+OPTUNA_PREFIX = "optuna-"
+_NNI_STRATEGIES = ("random", "evolution")
+#: Multi-trial strategies that run on a table by default: NNI's Random and RegularizedEvolution,
+#: Optuna's NSGA-II and TPE. Any ``optuna-<sampler>`` of ``robustnas.plugins.optuna.SAMPLERS`` runs too.
+TABLE_STRATEGIES: tuple[str, ...] = ("random", "evolution", "optuna-nsga2", "optuna-tpe")
+_POPULATION_SAMPLERS = ("nsga2", "nsga3")
+#: Points of the regret-against-seconds curves.
+_TIME_POINTS = 60
+ALPHA = 0.05
+
+
+def population_for_table(budget: int) -> int:
+    """Population of an evolutionary search of ``budget`` queries: a third of the budget, at
+    least 2, at most 50 (about three generations). The rule of
+    ``robustnas.plugins.compare.population_for``, restated here because ``plugins.bench`` sits
+    below ``plugins.compare`` and does not import it."""
+    return max(2, min(50, math.ceil(budget / 3)))
+
+
+# ---------------------------------------------------------------------- one unit
+#: One query as a run returns it: when it finished (seconds since the unit started), the sample,
+#: and the table's metrics (None where the table does not hold the cell).
+_Query = tuple[float, dict[str, Any], dict[str, Any] | None]
+_LOGS: dict[str, list[_Query]] = {}
+_STARTS: dict[str, float] = {}
+_ERRORS: dict[str, str] = {}
+_LOGS_LOCK = threading.Lock()
+
+
+class _LoggedTableEvaluator(TableEvaluator):
+    """A :class:`TableEvaluator` that logs every query (when it finished, the sample, the
+    metrics or None) under ``log_id``: the log survives NNI copying or re-creating the evaluator."""
+
+    def __init__(self, log_id: str, name: str = "robust201-digits", path: str | None = None,
+                 default: str = "pgd_acc") -> None:
+        super().__init__(name, path=path, default=default)
+        self.log_id = log_id
+
+    def evaluate(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            report = super().evaluate(sample)
+        except KeyError:  # a cell a partial table does not hold yet: a failed query
+            self._log(sample, None)
+            raise
+        except Exception as exc:  # anything else is a bug, not a failed query: surfaced after the run
+            with _LOGS_LOCK:
+                _ERRORS.setdefault(self.log_id, f"{type(exc).__name__}: {exc}")
+            raise
+        self._log(sample, report)
+        return report
+
+    def _log(self, sample: Mapping[str, Any], metrics: dict[str, Any] | None) -> None:
+        with _LOGS_LOCK:
+            _LOGS[self.log_id].append((time.perf_counter() - _STARTS[self.log_id], dict(sample), metrics))
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """NNI's and Optuna's per-trial logging off (a failed lookup on a partial table is expected);
+    the previous levels are restored."""
+    import optuna
+
+    nni_logger = logging.getLogger("nni")
+    nni_level, optuna_level = nni_logger.level, optuna.logging.get_verbosity()
+    nni_logger.setLevel(logging.CRITICAL)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        nni_logger.setLevel(nni_level)
+        optuna.logging.set_verbosity(optuna_level)
+
+
+def _run_nni(bench: Benchmark, strategy: str, seed: int, budget: int, objective: str,
+             workdir: str) -> list[_Query]:
+    import nni.nas.strategy as nas_strategy
+
+    from robustnas.plugins.nni import run_experiment
+
+    if strategy == "random":
+        search = nas_strategy.Random(seed=seed, dedup=True)
+    else:
+        population = population_for_table(budget)
+        search = nas_strategy.RegularizedEvolution(population_size=population, sample_size=max(1, population // 2),
+                                                   seed=seed)
+    log_id = uuid.uuid4().hex
+    evaluator = _LoggedTableEvaluator(log_id, name=bench.name, path=bench.source, default=objective)
+    space = bench.space()
+    with _LOGS_LOCK:
+        _LOGS[log_id] = []
+        _STARTS[log_id] = time.perf_counter()
+    try:
+        run_experiment(space, search, evaluator, max_trial_number=budget, working_dir=workdir)
+        with _LOGS_LOCK:
+            error = _ERRORS.get(log_id)
+            queries = list(_LOGS[log_id])
+    finally:
+        with _LOGS_LOCK:
+            _LOGS.pop(log_id, None)
+            _STARTS.pop(log_id, None)
+            _ERRORS.pop(log_id, None)
+    if error is not None:  # NNI's continue_on_failure swallowed it; a bug must not pass for a failed lookup
+        raise RuntimeError(f"{strategy} seed {seed}: a table query raised {error}")
+    return queries
+
+
+def _run_optuna(bench: Benchmark, strategy: str, seed: int, budget: int,
+                objectives: Sequence[str]) -> list[_Query]:
+    from robustnas.plugins.optuna import create_study, make_sampler
+    from robustnas.plugins.optuna._objective import ATTR_METRICS, ATTR_SAMPLE
+
+    name = strategy[len(OPTUNA_PREFIX):]
+    kwargs = {"population_size": population_for_table(budget)} if _sampler_key(name) in _POPULATION_SAMPLERS else {}
+    objective = BenchmarkObjective(bench, objectives=objectives)
+    study = create_study(objective.objectives, sampler=make_sampler(name, seed=seed, **kwargs))
+    finished: dict[int, float] = {}
+    start = time.perf_counter()
+
+    def timed(trial: Any) -> tuple[float, ...]:
+        values = objective(trial)
+        finished[trial.number] = time.perf_counter() - start
+        return values
+
+    study.optimize(timed, n_trials=budget)
+    queries = []
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        metrics = trial.user_attrs.get(ATTR_METRICS)
+        queries.append((finished[trial.number], dict(trial.user_attrs[ATTR_SAMPLE]),
+                        None if metrics is None else dict(metrics)))
+    return queries
+
+
+def _sampler_key(name: str) -> str:
+    """The sampler name as `make_sampler` resolves it (its aliases)."""
+    key = str(name).lower().replace("-", "").replace("_", "")
+    return {"nsgaii": "nsga2", "nsgaiii": "nsga3", "motpe": "tpe", "sobol": "qmc"}.get(key, key)
+
+
+def _unit(bench: Benchmark, strategy: str, seed: int, queries: list[_Query],
+          wall: float, target: TableTarget) -> dict[str, Any]:
+    """One (strategy, seed) unit as a plain dict: its queries in order and its numbers."""
+    metrics = [m for _, _, m in queries]
+    curve = regret_curve(metrics, target)
+    keep = (target.objective, *[m for m in target.hv_objectives if m != target.objective])
+    rows = []
+    for seconds, sample, found in queries:
+        row: dict[str, Any] = {"key": found["key"] if found else bench.key(sample), "held": found is not None,
+                               "seconds": float(seconds)}
+        row.update({m: (None if found is None or found.get(m) is None else float(found[m])) for m in keep})
+        rows.append(row)
+    sign = 1.0 if target.direction == "maximize" else -1.0
+    valued = [(i, float(m[target.objective])) for i, m in enumerate(metrics)
+              if m is not None and m.get(target.objective) is not None]
+    best = None
+    if valued:  # the first query of the best value found
+        best_index = max(valued, key=lambda iv: (sign * iv[1], -iv[0]))[0]
+        best = {"key": rows[best_index]["key"], "sample": queries[best_index][1],
+                "value": float(metrics[best_index][target.objective]), "query": best_index}
+    return {
+        "strategy": strategy, "seed": int(seed), "queries": rows, "n_queries": len(rows),
+        "failed": sum(not r["held"] for r in rows), "found": len({r["key"] for r in rows if r["held"]}),
+        "regret": regret(metrics, target),
+        "regret_curve": curve.tolist(), "hypervolume": normalised_hypervolume(metrics, target),
+        "best": best, "wall_seconds": float(wall),
+    }
+
+
+# ---------------------------------------------------------------------- the comparison
+def _check(bench: Benchmark, strategies: Sequence[str], seeds: Sequence[int], budget: int, objective: str,
+           optuna_objectives: Sequence[str]) -> tuple[list[str], list[int]]:
+    from robustnas.plugins.optuna import make_sampler
+    from robustnas.strategies.pareto import METRIC_DIRECTIONS
+
+    if isinstance(strategies, str) or not len(strategies):
+        raise ConfigError(f"strategies must be a non-empty list of names, got {strategies!r}; "
+                          f"valid: {', '.join(TABLE_STRATEGIES)} (or optuna-<sampler>)")
+    strategies = [str(s) for s in strategies]
+    if len(set(strategies)) != len(strategies):
+        raise ConfigError(f"strategies must be distinct, got {strategies}")
+    for name in strategies:
+        if name.startswith(OPTUNA_PREFIX):
+            make_sampler(name[len(OPTUNA_PREFIX):], seed=0)  # raises ConfigError naming the valid samplers
+        elif name not in _NNI_STRATEGIES:
+            raise ConfigError(f"strategy {name!r} does not run on a table here; valid: {', '.join(TABLE_STRATEGIES)} "
+                              "(or optuna-<sampler>; one-shot strategies are compared elsewhere)")
+    if isinstance(seeds, (str, int)) or not len(seeds):
+        raise ConfigError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in seeds):
+        raise ConfigError(f"seeds must be integers, got {list(seeds)}")
+    seeds = [int(s) for s in seeds]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be distinct (a repeated seed repeats a run), got {seeds}")
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ConfigError(f"budget must be a positive number of queries, got {budget!r}")
+    if objective not in METRIC_DIRECTIONS:
+        raise ConfigError(f"unknown objective {objective!r}; valid: {sorted(METRIC_DIRECTIONS)}")
+    values = bench.values(objective)
+    if not len(values) or np.isnan(values).any():
+        raise ConfigError(f"objective {objective!r} is not measured on every cell of table {bench.name!r}; "
+                          "use clean_acc, fgsm_acc, pgd_acc, params or flops")
+    unknown = [m for m in optuna_objectives if m not in METRIC_DIRECTIONS]
+    if unknown or not len(optuna_objectives):
+        raise ConfigError(f"optuna_objectives {list(optuna_objectives)} must be metric names; "
+                          f"valid: {sorted(METRIC_DIRECTIONS)}")
+    return strategies, seeds
+
+
+def compare_on_table(bench: Benchmark, strategies: Sequence[str] = TABLE_STRATEGIES, seeds: Sequence[int] = range(20),
+                     budget: int = 100, objective: str = "pgd_acc", *, baseline: str = "random",
+                     hv_objectives: Sequence[str] = HV_OBJECTIVES, optuna_objectives: Sequence[str] | None = None,
+                     confidence: float = 0.95) -> dict[str, Any]:
+    """Run multi-trial strategies on a table, ``budget`` queries per (strategy, seed), and
+    compare them to ``baseline`` (random search).
+
+    NNI's ``random`` and ``evolution`` (``RegularizedEvolution``, population
+    :func:`population_for_table`, tournament half of it) search through
+    :func:`~robustnas.plugins.nni.run_experiment` with a :class:`TableEvaluator` whose
+    ``default`` is ``objective``; ``optuna-<sampler>`` runs a study on a
+    :class:`BenchmarkObjective` over ``optuna_objectives`` (default: ``hv_objectives``, plus
+    ``objective`` if missing; NSGA-II/III get the same population). Each unit is seeded with
+    its seed, so a second run with the same seeds gives the same queries and statistics (not
+    the same seconds). A query of a cell a partial table lacks fails, counts towards the
+    budget, and is recorded as failed.
+
+    Returns a JSON-able dict: ``table`` (the target: best and worst value, bounds, true front),
+    ``units`` (per strategy and seed: every query in order with ``key``, ``held``, ``seconds``
+    and values, ``regret``, ``hypervolume``, ``failed``, ``found``, ``best``, ``wall_seconds``),
+    ``strategies`` (per strategy: regret and hypervolume per seed with mean and
+    ``confidence`` bootstrap interval, mean ranks, wall seconds, failed queries, and the
+    Holm-corrected Wilcoxon test against the baseline under ``vs_baseline``) and ``curves``
+    (mean best-so-far regret with a bootstrap band against queries and against seconds).
+    """
+    hv_objectives = tuple(hv_objectives)
+    if optuna_objectives is None:
+        optuna_objectives = hv_objectives if objective in hv_objectives else (*hv_objectives, objective)
+    strategies, seeds = _check(bench, strategies, seeds, budget, objective, optuna_objectives)
+    target = table_target(bench, objective, hv_objectives)
+    with _LOCK:  # the evaluators answer from this very table object
+        _CACHE[(bench.name, str(bench.source))] = bench
+
+    units: list[dict[str, Any]] = []
+    with _quiet(), tempfile.TemporaryDirectory(prefix="robustnas-table-") as workdir:
+        for strategy in strategies:
+            for seed in seeds:
+                start = time.perf_counter()
+                if strategy.startswith(OPTUNA_PREFIX):
+                    queries = _run_optuna(bench, strategy, seed, int(budget), optuna_objectives)
+                else:
+                    queries = _run_nni(bench, strategy, seed, int(budget), objective, workdir)
+                wall = time.perf_counter() - start
+                units.append(_unit(bench, strategy, seed, queries, wall, target))
+                _logger.info("%s seed %d: %d queries (%d failed), regret %.4g, %.2f s", strategy, seed,
+                             units[-1]["n_queries"], units[-1]["failed"], units[-1]["regret"], wall)
+
+    result: dict[str, Any] = {
+        "table": {"name": bench.name, "source": str(bench.source), "cells": len(bench), "complete": bench.complete,
+                  **target.to_dict()},
+        "objective": objective, "direction": target.direction, "budget": int(budget), "seeds": seeds,
+        "baseline": baseline if baseline in strategies else None, "alpha": ALPHA, "confidence": confidence,
+        "optuna_objectives": list(optuna_objectives), "units": units,
+    }
+    result.update(_statistics(units, strategies, seeds, int(budget), target, baseline, confidence))
+    return result
+
+
+def _statistics(units: list[dict[str, Any]], strategies: list[str], seeds: list[int], budget: int,
+                target: TableTarget, baseline: str, confidence: float) -> dict[str, Any]:
+    by = {(u["strategy"], u["seed"]): u for u in units}
+    regrets = {s: [by[s, seed]["regret"] for seed in seeds] for s in strategies}
+    volumes = {s: [by[s, seed]["hypervolume"] for seed in seeds] for s in strategies}
+    rank_regret = mean_ranks(regrets)
+    rank_volume = mean_ranks(volumes, higher_is_better=True)
+    tests: dict[str, dict[str, dict[str, Any]]] = {"regret": {}, "hypervolume": {}}
+    if baseline in strategies and len(strategies) > 1:
+        tests = {"regret": paired_wilcoxon(regrets, baseline, ALPHA),
+                 "hypervolume": paired_wilcoxon(volumes, baseline, ALPHA)}
+
+    stats: dict[str, Any] = {}
+    for s in strategies:
+        walls = [by[s, seed]["wall_seconds"] for seed in seeds]
+        stats[s] = {
+            "regret": _summary(regrets[s], confidence), "hypervolume": _summary(volumes[s], confidence),
+            "mean_rank": rank_regret[s], "mean_rank_hypervolume": rank_volume[s],
+            "failed": float(np.mean([by[s, seed]["failed"] for seed in seeds])),
+            "found": float(np.mean([by[s, seed]["found"] for seed in seeds])),
+            "queries": float(np.mean([by[s, seed]["n_queries"] for seed in seeds])),
+            "wall_seconds": {"mean": float(np.mean(walls)), "total": float(np.sum(walls)), "per_seed": walls},
+            "vs_baseline": {"regret": tests["regret"].get(s), "hypervolume": tests["hypervolume"].get(s)},
+        }
+
+    none_found = abs(target.best - target.worst)
+    by_queries = {}
+    for s in strategies:
+        curves = [_pad(by[s, seed]["regret_curve"], budget, none_found) for seed in seeds]
+        by_queries[s] = bootstrap_band(curves, confidence)
+    horizon = max((u["queries"][-1]["seconds"] for u in units if u["queries"]), default=0.0)
+    grid = np.linspace(0.0, horizon, _TIME_POINTS)
+    by_seconds: dict[str, Any] = {"grid": grid.tolist()}
+    for s in strategies:
+        curves = [regret_at_times([q["seconds"] for q in by[s, seed]["queries"]], by[s, seed]["regret_curve"],
+                                  grid, none_found) for seed in seeds]
+        by_seconds[s] = bootstrap_band(curves, confidence)
+    return {"strategies": stats, "curves": {"queries": by_queries, "seconds": by_seconds}}
+
+
+def _summary(values: list[float], confidence: float) -> dict[str, Any]:
+    low, high = bootstrap_ci(values, confidence)
+    return {"mean": float(np.mean(values)), "ci_low": low, "ci_high": high, "per_seed": list(values)}
+
+
+def _pad(curve: Sequence[float], length: int, before: float) -> list[float]:
+    """A best-so-far curve extended to ``length`` queries (a search that stopped early keeps its value)."""
+    curve = list(curve)
+    last = curve[-1] if curve else before
+    return curve + [last] * (length - len(curve))
+
+
+def strip_timings(result: Mapping[str, Any]) -> dict[str, Any]:
+    """``result`` without what depends on the machine's speed (every ``seconds``,
+    ``wall_seconds`` and the regret-against-seconds curves): what two runs with the same
+    seeds share exactly."""
+    out = copy.deepcopy(dict(result))
+    for unit in out.get("units", []):
+        unit.pop("wall_seconds", None)
+        for query in unit.get("queries", []):
+            query.pop("seconds", None)
+    for stats in out.get("strategies", {}).values():
+        stats.pop("wall_seconds", None)
+    out.get("curves", {}).pop("seconds", None)
+    return out
+
+
+# ---------------------------------------------------------------------- the report
+def _fmt(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _p(value: float) -> str:
+    return f"{value:.2g}" if value >= 0.001 else f"{value:.1e}"
+
+
+def report_markdown(result: Mapping[str, Any], seconds: bool = True) -> str:
+    """The comparison as Markdown: one row per strategy (mean regret with its bootstrap
+    interval, normalised hypervolume, mean rank, failed queries, and wall seconds unless
+    ``seconds`` is False), then, in words, which differences against random search are
+    significant (Wilcoxon signed-rank, Holm-corrected p < 0.05) and which are not."""
+    table = result["table"]
+    objective, budget, seeds = result["objective"], result["budget"], result["seeds"]
+    conf = int(round(100 * result["confidence"]))
+    lines = [f"## Comparison on table `{table['name']}`", ""]
+    coverage = ("the complete table" if table["complete"] else
+                f"a partial table ({table['cells']} cells so far): regret is measured against the best cell "
+                f"it holds, the hypervolume against the front of the cells it holds")
+    lines.append(f"{len(seeds)} seeds, {budget} queries per strategy and seed, on {coverage}. Regret: the "
+                 f"table's best {objective} ({_fmt(table['best'])}) minus the best found; a run that found no "
+                 f"cell is charged with the table's worst ({_fmt(table['worst'])}). Hypervolume: over "
+                 f"{', '.join(table['hv_objectives'])}, normalised so that the table's true front scores 1.")
+    lines.append("")
+    header = f"| strategy | mean regret [{conf}% CI] | hypervolume [{conf}% CI] | mean rank | failed queries |"
+    rule = "|---|---|---|---|---|"
+    if seconds:
+        header += " wall s per seed |"
+        rule += "---|"
+    lines += [header, rule]
+    for name, stats in result["strategies"].items():
+        r, h = stats["regret"], stats["hypervolume"]
+        row = (f"| {name} | {_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
+               f"{_fmt(h['mean'])} [{_fmt(h['ci_low'])}, {_fmt(h['ci_high'])}] | {stats['mean_rank']:.2f} | "
+               f"{stats['failed']:.1f} of {stats['queries']:.0f} |")
+        if seconds:
+            row += f" {stats['wall_seconds']['mean']:.2f} |"
+        lines.append(row)
+    lines.append("")
+    baseline = result.get("baseline")
+    others = [n for n in result["strategies"] if n != baseline]
+    if baseline is None or not others:
+        lines.append("No paired test: random search (`random`) is not among the strategies, or it is the only one.")
+        return "\n".join(lines) + "\n"
+    lines.append(f"Against random search (`{baseline}`), paired over the {len(seeds)} seeds: Wilcoxon signed-rank "
+                 f"test, p-values Holm-corrected over the {len(others)} strategies compared; significant means "
+                 f"Holm p < {result['alpha']}.")
+    lines.append("")
+    for name in others:
+        for metric, better in (("regret", "lower"), ("hypervolume", "higher")):
+            test = result["strategies"][name]["vs_baseline"][metric]
+            lines.append(f"- {_sentence(name, baseline, metric, better, test, len(seeds))}")
+    if len(seeds) < 6:
+        lines.append("")
+        lines.append(f"With {len(seeds)} seeds the smallest two-sided p-value the exact test can give is "
+                     f"{2 / 2 ** len(seeds):.3g}: no difference can be significant; use at least 6 seeds (20 advised).")
+    return "\n".join(lines) + "\n"
+
+
+def _sentence(name: str, baseline: str, metric: str, better: str, test: Mapping[str, Any], n_seeds: int) -> str:
+    if test["nonzero"] == 0:
+        return (f"`{name}` against `{baseline}`, {metric}: identical on every seed; no difference to test "
+                f"(not significant).")
+    diff = test["mean_difference"]
+    is_better = diff < 0 if better == "lower" else diff > 0
+    word = ("better" if is_better else "worse") if diff != 0 else "no different on average"
+    verdict = "significant" if test["significant"] else "not significant"
+    return (f"`{name}` against `{baseline}`, {metric}: {word} by {abs(diff):.3f} on average "
+            f"({test['nonzero']} of {n_seeds} seeds differ; Wilcoxon p = {_p(test['p'])}, Holm p = "
+            f"{_p(test['p_holm'])}): **{verdict}**.")
+
+
+# ---------------------------------------------------------------------- the plot
+def plot_anytime(result: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write the anytime curves as a PNG (matplotlib, Agg): mean best-so-far regret with its
+    bootstrap band against the number of queries (left) and against wall seconds (right),
+    one line per strategy. Returns the path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(10, 3.8))
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2, sharey=True)
+    conf = int(round(100 * result["confidence"]))
+    queries = np.arange(1, result["budget"] + 1)
+    grid = np.asarray(result["curves"]["seconds"]["grid"])
+    for name in result["strategies"]:
+        band = result["curves"]["queries"][name]
+        (line,) = left.plot(queries, band["mean"], drawstyle="steps-post", label=name)
+        left.fill_between(queries, band["ci_low"], band["ci_high"], step="post", color=line.get_color(), alpha=0.2)
+        band = result["curves"]["seconds"][name]
+        right.plot(grid, band["mean"], drawstyle="steps-post", color=line.get_color(), label=name)
+        right.fill_between(grid, band["ci_low"], band["ci_high"], step="post", color=line.get_color(), alpha=0.2)
+    table = result["table"]
+    left.set_xlabel("queries")
+    left.set_ylabel(f"regret of {result['objective']} (best so far)")
+    right.set_xlabel("wall seconds")
+    left.set_title(f"{table['name']} ({table['cells']} cells): {len(result['seeds'])} seeds, {conf}% bootstrap CI",
+                   fontsize=9)
+    right.set_title("against time", fontsize=9)
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
