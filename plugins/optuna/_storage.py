@@ -27,7 +27,9 @@ STORAGE_FORMS = (
 )
 _JOURNAL_SUFFIXES = (".log", ".jsonl")
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-_DRIVER_HINTS = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL (mysql+pymysql://...)", "redis": "redis"}
+_DRIVER_HINTS = {"postgresql": "psycopg[binary] (pip install 'robustnas[postgres]'; with SQLAlchemy < 2.1 write "
+                               "postgresql+psycopg://..., or install psycopg2-binary)",
+                 "mysql": "PyMySQL (mysql+pymysql://...)", "redis": "redis"}
 
 
 def _cannot_open(url: str, exc: BaseException) -> ConfigError:

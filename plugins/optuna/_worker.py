@@ -6,8 +6,10 @@ Each running trial writes a heartbeat (trial system attribute ``robustnas:heartb
 time) every ``--heartbeat`` seconds; a RUNNING trial whose heartbeat is older than ``--grace``
 seconds belongs to a worker that died (SIGKILL, lost machine): any worker marks it FAIL
 (reason in the user attribute ``fail_reason``) and re-queues its parameters as a WAITING trial,
-which the next ``study.ask()`` of any worker runs again. This works on every storage
-(journal files, SQLite, PostgreSQL, MySQL), unlike Optuna's own heartbeat, which is RDB-only.
+which the next ``study.ask()`` of any worker runs again. Workers look for such trials between
+trials and, from the heartbeat thread, at every beat of their own running trial (so a worker
+busy with a long trial still re-queues a lost one). This works on every storage (journal
+files, SQLite, PostgreSQL, MySQL), unlike Optuna's own heartbeat, which is RDB-only.
 SIGINT / SIGTERM stop a worker after it marks its running trial FAIL and re-queues it.
 """
 
@@ -24,7 +26,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -97,10 +99,16 @@ class _InterruptibleEvaluator:
 
 
 class _Heartbeat:
-    """Writes the heartbeat of one running trial from a daemon thread."""
+    """Writes the heartbeat of one running trial from a daemon thread, and reaps stale trials.
 
-    def __init__(self, study: optuna.Study, trial_id: int, interval: float) -> None:
-        self._storage, self._trial_id, self._interval = study._storage, trial_id, interval
+    With ``grace``, each beat also fails and re-queues the other RUNNING trials whose heartbeat
+    is older than ``grace`` seconds (:func:`reap_stale_trials`): a worker busy with a long trial
+    still re-queues the trial of a worker that died, instead of waiting until its own trial ends.
+    """
+
+    def __init__(self, study: optuna.Study, trial_id: int, interval: float, grace: float | None = None) -> None:
+        self._study, self._trial_id, self._interval, self._grace = study, trial_id, interval, grace
+        self._storage = study._storage
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{trial_id}")
 
@@ -111,6 +119,11 @@ class _Heartbeat:
             except (UpdateFinishedTrialError, RuntimeError) as exc:
                 _logger.warning("heartbeat of trial id %d stopped: %s", self._trial_id, exc)
                 return
+            if self._grace is not None:
+                try:
+                    reap_stale_trials(self._study, self._grace, exclude=(self._trial_id,))
+                except Exception as exc:  # noqa: BLE001 - best effort; the next beat or trial tries again
+                    _logger.warning("reaping stale trials failed: %s: %s", type(exc).__name__, exc)
             if self._stop.wait(self._interval):
                 return
 
@@ -129,18 +142,20 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str) -
     _logger.info("trial %d re-queued (%s)", trial.number, reason)
 
 
-def reap_stale_trials(study: optuna.Study, grace: float) -> list[int]:
+def reap_stale_trials(study: optuna.Study, grace: float, exclude: Collection[int] = ()) -> list[int]:
     """Fail and re-queue RUNNING trials whose heartbeat is older than ``grace`` seconds.
 
     Only trials that carry a heartbeat are considered (a trial run by plain ``study.optimize``
-    has none). When several workers reap at once, the storage lets exactly one of them finish
-    the trial; only that one re-queues it. Returns the numbers of the reaped trials.
+    has none), less those whose trial id is in ``exclude`` (the caller's own). When several
+    workers reap at once, the storage lets exactly one of them finish the trial; only that one
+    re-queues it. Workers call it between trials and from each running trial's heartbeat
+    thread. Returns the numbers of the reaped trials.
     """
     reaped = []
     now = time.time()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         beat = trial.system_attrs.get(HEARTBEAT_ATTR)
-        if beat is None or now - float(beat) <= grace:
+        if beat is None or trial._trial_id in exclude or now - float(beat) <= grace:
             continue
         reason = f"worker {trial.system_attrs.get(WORKER_ATTR, '?')} lost: no heartbeat for {now - beat:.0f} s"
         try:
@@ -195,7 +210,7 @@ class Worker:
         self.failed: list[int] = []
 
     def _run_one(self, trial: optuna.Trial) -> None:
-        with _Heartbeat(self.study, trial._trial_id, self.heartbeat):
+        with _Heartbeat(self.study, trial._trial_id, self.heartbeat, grace=self.grace):
             values = self.objective(trial)
         try:
             frozen = self.study.tell(trial, values)
