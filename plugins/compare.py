@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from robustnas.plugins.errors import ConfigError, DataError, OutputError, RobustNASError
+from robustnas.strategies import population_for  # noqa: F401  (also compare.population_for)
 
 _logger = logging.getLogger(__name__)
 
@@ -449,17 +450,6 @@ def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool =
 #: Evolutionary strategies whose population is sized from the budget when not given.
 _EVOLUTIONARY = {"optuna-nsga2": "population_size", "optuna-nsga3": "population_size",
                  "evolution": "population_size"}
-
-
-def population_for(budget: int) -> int:
-    """Population of an evolutionary search of ``budget`` candidates: about three generations.
-
-    NSGA-II's default population (Optuna: 50) and NNI's regularised evolution (100) exceed
-    the budgets of the demo and small presets, which would make them random search with
-    extra steps; a third of the budget (at least 2, at most 50) gives them generations to
-    select in.
-    """
-    return max(2, min(50, math.ceil(budget / 3)))
 
 
 def evolutionary_defaults(strategy: str, budget: int, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import math
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
@@ -83,6 +84,16 @@ def strategy_factory(name: str) -> Callable[..., Any]:
     if key in eps:
         return eps[key].load()
     raise ConfigError(f"unknown strategy {name!r}; valid strategies: {', '.join(available_strategies())}")
+
+
+def population_for(budget: int) -> int:
+    """Population of an evolutionary search of ``budget`` candidates: about three generations.
+
+    NSGA-II's default population (Optuna: 50) and NNI's regularised evolution (100) exceed
+    small budgets, which would make them random search with extra steps; a third of the
+    budget (at least 2, at most 50) gives them generations to select in.
+    """
+    return max(2, min(50, math.ceil(budget / 3)))
 
 
 def takes_seed(name: str) -> bool:

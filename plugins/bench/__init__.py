@@ -17,7 +17,7 @@ from ._stats import (
     paired_wilcoxon, regret, regret_at_times, regret_curve, table_target,
 )
 from ._compare import (
-    TABLE_STRATEGIES, compare_on_table, plot_anytime, population_for_table, report_markdown, strip_timings,
+    TABLE_STRATEGIES, compare_on_table, plot_anytime, report_markdown, strip_timings,
 )
 
 __all__ = [
@@ -25,6 +25,6 @@ __all__ = [
     "available_benchmarks", "benchmark_evaluator", "build_table", "cached_benchmark",
     "load_benchmark", "pack_table", "plot_table", "read_rows", "run_cell",
     "HV_OBJECTIVES", "TABLE_STRATEGIES", "TableTarget", "bootstrap_band", "bootstrap_ci", "compare_on_table",
-    "holm", "mean_ranks", "normalised_hypervolume", "paired_wilcoxon", "plot_anytime", "population_for_table",
+    "holm", "mean_ranks", "normalised_hypervolume", "paired_wilcoxon", "plot_anytime",
     "regret", "regret_at_times", "regret_curve", "report_markdown", "strip_timings", "table_target",
 ]

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from robustnas.plugins.errors import ConfigError
+from robustnas.strategies import population_for
 
 from ._adapters import _CACHE, _LOCK, BenchmarkObjective, TableEvaluator
 from ._stats import (
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
     from ._table import Benchmark
 
-__all__ = ["TABLE_STRATEGIES", "compare_on_table", "plot_anytime", "population_for_table", "report_markdown",
+__all__ = ["TABLE_STRATEGIES", "compare_on_table", "plot_anytime", "report_markdown",
            "strip_timings"]
 
 _logger = logging.getLogger(__name__)
@@ -53,14 +54,6 @@ _POPULATION_SAMPLERS = ("nsga2", "nsga3")
 #: Points of the regret-against-seconds curves.
 _TIME_POINTS = 60
 ALPHA = 0.05
-
-
-def population_for_table(budget: int) -> int:
-    """Population of an evolutionary search of ``budget`` queries: a third of the budget, at
-    least 2, at most 50 (about three generations). The rule of
-    ``robustnas.plugins.compare.population_for``, restated here because ``plugins.bench`` sits
-    below ``plugins.compare`` and does not import it."""
-    return max(2, min(50, math.ceil(budget / 3)))
 
 
 # ---------------------------------------------------------------------- one unit
@@ -126,7 +119,7 @@ def _run_nni(bench: Benchmark, strategy: str, seed: int, budget: int, objective:
     if strategy == "random":
         search = nas_strategy.Random(seed=seed, dedup=True)
     else:
-        population = population_for_table(budget)
+        population = population_for(budget)
         search = nas_strategy.RegularizedEvolution(population_size=population, sample_size=max(1, population // 2),
                                                    seed=seed)
     log_id = uuid.uuid4().hex
@@ -156,7 +149,7 @@ def _run_optuna(bench: Benchmark, strategy: str, seed: int, budget: int,
     from robustnas.plugins.optuna._objective import ATTR_METRICS, ATTR_SAMPLE
 
     name = strategy[len(OPTUNA_PREFIX):]
-    kwargs = {"population_size": population_for_table(budget)} if _sampler_key(name) in _POPULATION_SAMPLERS else {}
+    kwargs = {"population_size": population_for(budget)} if _sampler_key(name) in _POPULATION_SAMPLERS else {}
     objective = BenchmarkObjective(bench, objectives=objectives)
     study = create_study(objective.objectives, sampler=make_sampler(name, seed=seed, **kwargs))
     finished: dict[int, float] = {}
@@ -259,7 +252,7 @@ def compare_on_table(bench: Benchmark, strategies: Sequence[str] = TABLE_STRATEG
     compare them to ``baseline`` (random search).
 
     NNI's ``random`` and ``evolution`` (``RegularizedEvolution``, population
-    :func:`population_for_table`, tournament half of it) search through
+    :func:`robustnas.strategies.population_for`, tournament half of it) search through
     :func:`~robustnas.plugins.nni.run_experiment` with a :class:`TableEvaluator` whose
     ``default`` is ``objective``; ``optuna-<sampler>`` runs a study on a
     :class:`BenchmarkObjective` over ``optuna_objectives`` (default: ``hv_objectives``, plus
