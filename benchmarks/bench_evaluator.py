@@ -32,7 +32,8 @@ _STAGES = (
     ("robustnas.plugins.evaluator.training", "adversarial_inputs", "training: attack generation"),
     ("robustnas.plugins.evaluator._evaluator", "accuracy", "clean accuracy"),
     ("robustnas.plugins.evaluator._evaluator", "pgd_accuracy", "PGD-20 evaluation"),
-    ("robustnas.plugins.evaluator._evaluator", "autoattack_accuracy", "AutoAttack"),
+    ("robustnas.plugins.evaluator._evaluator", "autoattack_evaluation", "AutoAttack"),
+    ("robustnas.plugins.evaluator._evaluator", "zero_gradient_share", "gradient-masking checks"),
     ("robustnas.plugins.evaluator._evaluator", "count_flops", "size and latency"),
     ("robustnas.plugins.evaluator._evaluator", "measure_latency", "size and latency"),
 )

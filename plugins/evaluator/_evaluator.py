@@ -18,14 +18,17 @@ from robustnas.plugins.errors import ConfigError, DataError
 
 from ._utils import eval_mode, logits_of, resolve_device
 from .attacks import accuracy, pgd_accuracy
-from .autoattack import MODES, autoattack_accuracy
+from .autoattack import MODES, AutoAttackResult, autoattack_evaluation
+from .checks import evaluator_flags, flag_code, zero_gradient_share
 from .data import DATASETS, NORMS, DatasetBundle, ThreatModel, load_dataset
 from .metrics import count_flops, count_params, measure_latency
 from .training import RECIPES, TrainConfig, train_model
 
 _logger = logging.getLogger(__name__)
 
-#: Keys every metrics dict carries (``certified_acc`` too when ``certify`` is set).
+#: Keys every metrics dict carries (``certified_acc`` too when ``certify`` is set). ``flags`` is a
+#: list of short strings (``"code: detail"``) saying why a number may not be trusted; empty when
+#: nothing is suspicious (docs/evaluator.md, "Flags").
 METRIC_KEYS: tuple[str, ...] = (
     "clean_acc",
     "robust_acc",
@@ -42,6 +45,7 @@ METRIC_KEYS: tuple[str, ...] = (
     "dataset",
     "recipe",
     "epochs",
+    "flags",
 )
 
 
@@ -83,6 +87,8 @@ class EvaluatorConfig:
     ``norm``/``eps`` of None take the dataset's default threat model. ``attack`` is the
     AutoAttack mode (``fast`` or ``standard``); ``robust_acc`` and ``pgd_acc`` are measured
     on the first ``n_examples`` test points (the test split order is fixed by ``seed``).
+    With ``escalate`` (the default), a model that the ``fast`` mode flags is attacked again
+    in ``standard`` mode, and its metrics say so (``attack: "standard"``).
     ``dataset_options`` go to :func:`load_dataset` (e.g. ``{"path": "my.npz"}``).
     """
 
@@ -105,6 +111,7 @@ class EvaluatorConfig:
     device: str = "auto"
     seed: int = 0
     certify: bool = False
+    escalate: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -129,7 +136,7 @@ class EvaluatorConfig:
         lr = self.lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
             raise ConfigError(f"lr must be a positive finite number, got {lr!r}")
-        for name in ("download", "certify", "progress"):
+        for name in ("download", "certify", "escalate", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.root is not None and not isinstance(self.root, (str, os.PathLike)):
@@ -233,7 +240,9 @@ class RobustnessEvaluator:
         """Train ``model`` with the recipe (unless ``train=False``), then measure it.
 
         Returns a flat JSON-serialisable dict with the keys of ``METRIC_KEYS`` (accuracies
-        in [0, 1]) and ``certified_acc`` when ``config.certify`` is set.
+        in [0, 1]) and ``certified_acc`` when ``config.certify`` is set (None, with a
+        ``certify-unsupported`` flag, when the bounds do not support an op of the model).
+        ``flags`` lists why a number may not be trusted (``checks``, AutoAttack's checks).
         """
         cfg, bundle, threat, dev = self.config, self.bundle, self.threat, self.device
         self.check_model(model)
@@ -252,20 +261,17 @@ class RobustnessEvaluator:
             clean = accuracy(model, x_test, y_test, batch_size=cfg.eval_batch_size, device=dev)
             pgd_acc = pgd_accuracy(model, x, y, eps=threat.eps, norm=threat.norm, steps=cfg.pgd_eval_steps,
                                    batch_size=cfg.eval_batch_size, device=dev)
-            robust, _ = autoattack_accuracy(model, x, y, norm=threat.norm, eps=threat.eps, mode=cfg.attack,
-                                            batch_size=cfg.eval_batch_size, seed=cfg.seed, device=dev,
-                                            num_classes=bundle.num_classes)
+            robust, attack, flags = self._autoattack(model, x, y, pgd_acc)
         metrics: dict[str, Any] = {
             "clean_acc": clean,
             "robust_acc": robust,
             "pgd_acc": pgd_acc,
         }
         if cfg.certify:
-            from .bounds import certified_accuracy  # written alongside (DSRNA bounds); imported lazily
-
-            metrics["certified_acc"] = float(
-                certified_accuracy(model, x, y, eps=threat.eps, norm=threat.norm)
-            )
+            certified, unsupported = self._certify(model, x, y)
+            metrics["certified_acc"] = certified
+            if unsupported:
+                flags.append(unsupported)
         eval_seconds = time.perf_counter() - t0
         metrics.update(
             params=count_params(model),
@@ -275,17 +281,66 @@ class RobustnessEvaluator:
             eval_seconds=eval_seconds,
             norm=threat.norm,
             eps=threat.eps,
-            attack=cfg.attack,
+            attack=attack,
             n_examples=len(x),
             dataset=bundle.name,
             recipe=cfg.recipe if train else "none",
             epochs=cfg.epochs if train else 0,
+            flags=flags,
         )
         _logger.info(
-            "evaluated: clean %.4f, PGD-%d %.4f, AutoAttack(%s) %.4f, %d params",
-            clean, cfg.pgd_eval_steps, pgd_acc, cfg.attack, robust, metrics["params"],
+            "evaluated: clean %.4f, PGD-%d %.4f, AutoAttack(%s) %.4f, %d params%s",
+            clean, cfg.pgd_eval_steps, pgd_acc, attack, robust, metrics["params"],
+            f"; flags: {'; '.join(flags)}" if flags else "",
         )
         return metrics
+
+    def _run_autoattack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: str) -> AutoAttackResult:
+        cfg, threat = self.config, self.threat
+        return autoattack_evaluation(model, x, y, norm=threat.norm, eps=threat.eps, mode=mode,
+                                     batch_size=cfg.eval_batch_size, seed=cfg.seed, device=self.device,
+                                     num_classes=self.bundle.num_classes)
+
+    def _autoattack(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, pgd_acc: float
+    ) -> tuple[float, str, list[str]]:
+        """AutoAttack in the configured mode plus the checks; ``(robust_acc, mode run, flags)``.
+
+        In ``fast`` mode with ``escalate``, any flag sends the model to ``standard`` mode; a point
+        then counts as robust only if neither run's adversarial input fools the model, and the
+        flags are those of the standard run, after ``escalated-to-standard`` naming the fast run's.
+        """
+        cfg, threat, dev = self.config, self.threat, self.device
+        bs = cfg.eval_batch_size
+        clean_points = accuracy(model, x, y, batch_size=bs, device=dev)
+        zero_share = zero_gradient_share(model, x, y, batch_size=bs)
+
+        def checked(result: AutoAttackResult, robust: float) -> list[str]:
+            own = evaluator_flags(clean_acc=clean_points, robust_acc=robust, pgd_acc=pgd_acc, zero_share=zero_share,
+                                  norm=threat.norm, eps=threat.eps, num_classes=self.bundle.num_classes)
+            return list(result.flags) + own
+
+        first = self._run_autoattack(model, x, y, cfg.attack)
+        flags = checked(first, first.robust_acc)
+        if cfg.attack != "fast" or not flags or not cfg.escalate:
+            return first.robust_acc, cfg.attack, flags
+        _logger.warning("fast AutoAttack flagged the model (%s); escalating to standard mode", "; ".join(flags))
+        second = self._run_autoattack(model, x, y, "standard")
+        robust = _joint_robust_accuracy(model, y, (first.x_adv, second.x_adv), bs, dev)
+        codes = ", ".join(dict.fromkeys(flag_code(f) for f in flags))
+        escalated = f"escalated-to-standard: fast mode gave {first.robust_acc:.3f} ({codes})"
+        return robust, "standard", [escalated] + checked(second, robust)
+
+    def _certify(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float | None, str | None]:
+        """Interval-bound certified accuracy, or ``(None, flag)`` naming an unsupported operation."""
+        from .bounds import UnsupportedOpError, certified_accuracy  # imported lazily (DSRNA bounds)
+
+        threat = self.threat
+        try:
+            return float(certified_accuracy(model, x, y, eps=threat.eps, norm=threat.norm)), None
+        except UnsupportedOpError as err:
+            _logger.warning("certify: %s; certified_acc is None", err)
+            return None, f"certify-unsupported: {err.op}"
 
     def record(self, model_name: str, metrics: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """A RobustBench-style JSON record of one evaluated model (accuracies as percents)."""
@@ -309,3 +364,17 @@ class RobustnessEvaluator:
         }
         json.dumps(record)  # fail here, not in the caller, if something is not JSON-able
         return record
+
+
+def _joint_robust_accuracy(
+    model: nn.Module, y: torch.Tensor, adversarials: tuple[torch.Tensor, ...], batch_size: int, device: torch.device
+) -> float:
+    """Share of points that no input in ``adversarials`` misclassifies (each the same shape as ``x``)."""
+    robust = torch.ones(len(y), dtype=torch.bool)
+    with torch.no_grad(), eval_mode(model):
+        for x_adv in adversarials:
+            for start in range(0, len(y), batch_size):
+                xb = x_adv[start:start + batch_size].to(device)
+                pred = logits_of(model(xb)).argmax(1).cpu()
+                robust[start:start + batch_size] &= pred == y[start:start + batch_size].cpu()
+    return int(robust.sum()) / len(y)

@@ -18,7 +18,8 @@ center, an approximation, see docs/fidelity.md), monotone activations and
 max pooling (applied to both ends), average pooling and sums/means, add / sub /
 neg, products and quotients with plain tensors or scalars of any sign,
 interval-interval products, shape and indexing ops, concatenation, padding and
-dropout. Anything else raises :class:`NotImplementedError` naming the op.
+dropout. Anything else raises :class:`UnsupportedOpError` (a ``NotImplementedError``)
+whose ``op`` attribute names the op.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _logger = logging.getLogger(__name__)
 
 __all__ = [
     "IntervalTensor",
+    "UnsupportedOpError",
     "NORMS",
     "input_box",
     "interval_bounds",
@@ -43,6 +45,16 @@ __all__ = [
 ]
 
 NORMS = ("linf", "l2")
+
+
+
+class UnsupportedOpError(NotImplementedError):
+    """An operation the bounds cannot propagate; ``op`` names it (e.g. ``"round"``)."""
+
+    def __init__(self, message: str, op: str) -> None:
+        super().__init__(message)
+        self.op = op
+
 
 _Handler = Callable[[Callable[..., Any], tuple, dict], Any]
 _HANDLERS: dict[str, _Handler] = {}
@@ -97,9 +109,9 @@ class IntervalTensor(torch.Tensor):
 
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001
-        raise NotImplementedError(
+        raise UnsupportedOpError(
             f"interval bound propagation reached the low-level op {func} without a handler; "
-            "the model uses an operation the bounds do not support"
+            "the model uses an operation the bounds do not support", op=str(func)
         )
 
     @classmethod
@@ -110,9 +122,9 @@ class IntervalTensor(torch.Tensor):
             return func(*_map(args, _center), **_map(kwargs, _center))
         handler = _HANDLERS.get(name)
         if handler is None:
-            raise NotImplementedError(
+            raise UnsupportedOpError(
                 f"interval bound propagation does not support the op '{name}' ({func}); "
-                f"supported ops: {sorted(_HANDLERS)}"
+                f"supported ops: {sorted(_HANDLERS)}", op=name
             )
         return handler(func, args, kwargs)
 
@@ -156,7 +168,7 @@ def _wrap(center: Any, radius: Any) -> Any:
 def _inplace(target: Any, result: IntervalTensor) -> IntervalTensor:
     """Emulate an in-place op: the IntervalTensor object takes the new box."""
     if not isinstance(target, IntervalTensor):
-        raise NotImplementedError("in-place interval op on a plain tensor")
+        raise UnsupportedOpError("in-place interval op on a plain tensor", op="in-place op on a plain tensor")
     target.center = result.center
     target.radius = result.radius
     return target
@@ -250,7 +262,8 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) 
 
 def _plain(x: Any, what: str) -> Any:
     if isinstance(x, IntervalTensor):
-        raise NotImplementedError(f"interval bound propagation does not support an interval {what}")
+        raise UnsupportedOpError(f"interval bound propagation does not support an interval {what}",
+                                 op=f"interval {what}")
     return x
 
 
@@ -280,7 +293,8 @@ def _matmul(func, args, kwargs):
     if func.__name__ == "__rmatmul__":
         a, b = b, a
     if isinstance(a, IntervalTensor) and isinstance(b, IntervalTensor):
-        raise NotImplementedError("interval bound propagation does not support interval @ interval")
+        raise UnsupportedOpError("interval bound propagation does not support interval @ interval",
+                                 op="interval @ interval")
     if isinstance(a, IntervalTensor):
         return IntervalTensor(torch.matmul(a.center, b), torch.matmul(a.radius, b.abs()))
     return IntervalTensor(torch.matmul(a, b.center), torch.matmul(a.abs(), b.radius))
@@ -380,9 +394,11 @@ def _mul(func, args, kwargs):
 def _div(func, args, kwargs):
     a, b = args[0], args[1]
     if not isinstance(a, IntervalTensor) or isinstance(b, IntervalTensor):
-        raise NotImplementedError("interval bound propagation supports division only by plain tensors or scalars")
+        raise UnsupportedOpError("interval bound propagation supports division only by plain tensors or scalars",
+                                 op="division by an interval")
     if kwargs.get("rounding_mode") is not None:
-        raise NotImplementedError("interval bound propagation does not support rounded division")
+        raise UnsupportedOpError("interval bound propagation does not support rounded division",
+                                 op="rounded division")
     b_abs = b.abs() if isinstance(b, torch.Tensor) else abs(b)
     out = IntervalTensor(a.center / b, a.radius / b_abs)
     if func.__name__ in ("div_", "__itruediv__"):
@@ -411,11 +427,12 @@ def _monotone(func, args, kwargs):
     if "leaky_relu" in name:
         slope = _arg(args, kwargs, 1, "negative_slope", 0.01)
         if slope < 0:
-            raise NotImplementedError(f"leaky_relu with negative slope {slope} is not monotone")
+            raise UnsupportedOpError(f"leaky_relu with negative slope {slope} is not monotone", op="leaky_relu")
     rest = tuple(_plain(a, "argument") for a in args[1:])
     kw = {k: v for k, v in kwargs.items() if k != "inplace"}
     if kw.get("return_indices") or (name.endswith("with_indices")):
-        raise NotImplementedError(f"interval bound propagation does not support '{name}' with indices")
+        raise UnsupportedOpError(f"interval bound propagation does not support '{name}' with indices",
+                                 op=f"{name} with indices")
     base = _OUT_OF_PLACE.get(name)
     if base is not None:
         out = _monotone_apply(base, x, rest, kw)
@@ -448,7 +465,8 @@ def _dropout(func, args, kwargs):
     if not training or p == 0:
         return x
     if "alpha" in func.__name__:
-        raise NotImplementedError(f"interval bound propagation does not support '{func.__name__}' in training mode")
+        raise UnsupportedOpError(f"interval bound propagation does not support '{func.__name__}' in training mode",
+                                 op=func.__name__)
     # one sampled (non-negative) mask applied to both center and radius: sound for that sampled network
     mask = func(torch.ones_like(x.center), p, True)
     return IntervalTensor(x.center * mask, x.radius * mask)
@@ -475,11 +493,43 @@ def input_box(x: torch.Tensor, eps: float, norm: str = "linf") -> IntervalTensor
     return IntervalTensor.from_bounds(lower, upper)
 
 
+class _LinearRecord:
+    """One ``F.linear`` on an IntervalTensor: its input box, weights and output, as they were.
+
+    The tensors are kept themselves (not the IntervalTensor objects, whose boxes an in-place op
+    replaces), with their version counters, so that :meth:`is_output` can prove the model's
+    output is this layer's output, unchanged.
+    """
+
+    def __init__(self, feats: IntervalTensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 out: IntervalTensor) -> None:
+        self.center, self.radius = feats.center, feats.radius
+        self.weight, self.bias = weight, bias
+        self.out, self.out_center, self.out_radius = out, out.center, out.radius
+        self._versions = self._current_versions()
+
+    def _current_versions(self) -> tuple[int, ...]:
+        tensors = (self.center, self.radius, self.weight, self.bias, self.out_center, self.out_radius)
+        try:
+            return tuple(t._version for t in tensors if isinstance(t, torch.Tensor))
+        except RuntimeError:  # inference-mode tensors keep no version counter (and cannot change in place)
+            return ()
+
+    def is_output(self, out: IntervalTensor) -> bool:
+        """True only if ``out`` is this layer's output box, untouched by any later (in-place) op."""
+        return (
+            out is self.out
+            and out.center is self.out_center
+            and out.radius is self.out_radius
+            and self._current_versions() == self._versions
+        )
+
+
 class _LinearRecorder:
     """Remembers the last ``F.linear`` applied to an IntervalTensor (for last-layer elision)."""
 
     def __init__(self) -> None:
-        self.last: tuple[IntervalTensor, torch.Tensor, torch.Tensor | None, IntervalTensor] | None = None
+        self.last: _LinearRecord | None = None
 
 
 _RECORDERS: list[_LinearRecorder] = []
@@ -500,7 +550,7 @@ def _linear_recording(func, args, kwargs):
     if _RECORDERS:
         weight = _arg(args, kwargs, 1, "weight")
         bias = _arg(args, kwargs, 2, "bias")
-        _RECORDERS[-1].last = (args[0], weight, bias, out)
+        _RECORDERS[-1].last = _LinearRecord(args[0], weight, bias, out)
     return out
 
 
@@ -541,14 +591,19 @@ def margin_lower_bound(
     margin. When the logits come straight out of a final ``F.linear`` (an
     ``nn.Linear`` classifier), the margin matrix is propagated through that
     layer directly ("last-layer elision", Gowal et al. 2018), which is tighter
-    than subtracting the logit bounds.
+    than subtracting the logit bounds. The shortcut is taken only when the
+    output is provably that layer's output as computed: the same box tensors,
+    with unchanged version counters, so an in-place op on the logits
+    (``z.mul_(s)``, ``z.add_(b)``) or on the layer's input after it ran sends
+    the bound back to the logit intervals.
     """
     with _record_linear() as rec:
         out = _forward_interval(model, input_box(x, eps, norm))
     y = y.to(out.center.device).long()
-    if rec.last is not None and rec.last[3] is out:
-        feats, weight, bias, _ = rec.last
-        c, r = feats.center, feats.radius
+    last = rec.last
+    if last is not None and last.is_output(out) and out.center.dim() == 2:
+        weight, bias = last.weight, last.bias
+        c, r = last.center, last.radius
         if c.dim() != 2:
             c, r = c.reshape(-1, c.shape[-1]), r.reshape(-1, r.shape[-1])
         diff = weight[y].unsqueeze(1) - weight.unsqueeze(0)  # (N, K, F)

