@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import multiprocessing as mp
 import os
 import platform
@@ -364,9 +363,3 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.write_text(text)
     os.replace(tmp, path)
 
-
-def estimate(seconds_per_task: dict[str, float], plan: Plan, n_cells: int) -> float:
-    """Core-seconds of a whole build from measured seconds per task and phase."""
-    counts = {"main": n_cells, "seed": plan.seed_cells * len(plan.extra_seeds),
-              "validity": plan.validity_cells, "autoattack": plan.aa_top}
-    return math.fsum(counts[p] * seconds_per_task.get(p, 0.0) for p in counts)
