@@ -122,10 +122,45 @@ def _compare_config(args: argparse.Namespace, flags: Sequence[str]) -> Any:
     return CompareConfig.from_options(_merge(_load_yaml(args.config), args, flags, fields))
 
 
+#: Flags of ``compare --preset bench`` (the table comparison); others are rejected by name.
+_BENCH_FLAGS = ("strategies", "seeds", "budget", "search_epochs", "out")
+
+
+def _cmd_compare_bench(args: argparse.Namespace, file_options: dict[str, Any]) -> int:
+    import yaml
+
+    from robustnas.plugins.bench._preset import BenchConfig, plan_bench, run_bench
+
+    given = [f for f in _COMPARE_FLAGS if f not in _BENCH_FLAGS and f != "preset" and getattr(args, f, None) is not None]
+    if given:
+        raise ConfigError(f"--preset bench looks every candidate up in the benchmark table; these flags do not "
+                          f"apply: {', '.join('--' + g.replace('_', '-') for g in given)} (valid: "
+                          f"{', '.join('--' + f.replace('_', '-') for f in _BENCH_FLAGS)}, --config, --resume, "
+                          "--dry-run, -q)")
+    options = dict(file_options)
+    options.update({f: getattr(args, f) for f in _BENCH_FLAGS if getattr(args, f, None) is not None})
+    config = BenchConfig.from_options(options)
+    if args.dry_run:
+        planned = plan_bench(config)
+        print("# resolved configuration (--preset bench)")
+        print(yaml.safe_dump(planned["config"], sort_keys=False, default_flow_style=None).rstrip())
+        table = planned["table"]
+        print(f"\n# planned: {planned['units']} units on table {table['name']} ({table['cells']} of "
+              f"{table['size']} cells); nothing was run or written")
+        return 0
+    result = run_bench(config, resume=args.resume, progress=not args.quiet)
+    print(result["report"])
+    print(f"run folder: {result['out']}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from robustnas.plugins.compare import check, compare, format_plan, plan
     from robustnas.plugins.report import format_table
 
+    file_options = _load_yaml(args.config)
+    if (args.preset or file_options.get("preset")) == "bench":
+        return _cmd_compare_bench(args, file_options)
     config = _compare_config(args, _COMPARE_FLAGS)
     if args.dry_run:
         import yaml
@@ -271,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="run several strategies head to head and write a report")
     p.add_argument("--config", help="YAML file of options (flags override it)")
-    p.add_argument("--preset", help="demo, small or paper (default: demo)")
+    p.add_argument("--preset", help="demo, small, paper, or bench (every strategy on the benchmark table; default: demo)")
     p.add_argument("--space", help="search space name")
     p.add_argument("--strategies", nargs="+", help="strategy names, e.g. arnas dsrna tamnas random optuna-nsga2")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds; one search and retraining per seed")

@@ -17,13 +17,18 @@ from ._stats import (
     paired_wilcoxon, regret, regret_at_times, regret_curve, table_target,
 )
 from ._compare import (
-    TABLE_STRATEGIES, compare_on_table, plot_anytime, report_markdown, strip_timings,
+    ALL_TABLE_STRATEGIES, TABLE_MISSING, TABLE_STRATEGIES, compare_on_table, plot_anytime, report_markdown,
+    strip_timings,
 )
+from ._oneshot import ONE_SHOT_ON_TABLE, LiveCells, run_one_shot
+from ._preset import BENCH_PRESET, BenchConfig, run_bench
 
 __all__ = [
     "BENCHMARKS", "PHASES", "Benchmark", "BenchmarkObjective", "Plan", "Protocol", "TableEvaluator",
     "available_benchmarks", "benchmark_evaluator", "build_table", "cached_benchmark",
     "load_benchmark", "pack_table", "plot_table", "read_rows", "run_cell",
+    "ALL_TABLE_STRATEGIES", "BENCH_PRESET", "BenchConfig", "LiveCells", "ONE_SHOT_ON_TABLE", "TABLE_MISSING",
+    "run_bench", "run_one_shot",
     "HV_OBJECTIVES", "TABLE_STRATEGIES", "TableTarget", "bootstrap_band", "bootstrap_ci", "compare_on_table",
     "holm", "mean_ranks", "normalised_hypervolume", "paired_wilcoxon", "plot_anytime",
     "regret", "regret_at_times", "regret_curve", "report_markdown", "strip_timings", "table_target",

@@ -16,11 +16,12 @@ import contextlib
 import copy
 import logging
 import math
+import os
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,17 +31,16 @@ from robustnas.plugins.errors import ConfigError
 from robustnas.strategies import population_for
 
 from ._adapters import _CACHE, _LOCK, BenchmarkObjective, TableEvaluator
+from ._oneshot import ONE_SHOT_ON_TABLE, LiveCells, run_one_shot
 from ._stats import (
     HV_OBJECTIVES, TableTarget, bootstrap_band, bootstrap_ci, mean_ranks, normalised_hypervolume,
     paired_wilcoxon, regret, regret_at_times, regret_curve, table_target,
 )
 
 if TYPE_CHECKING:
-    import os
-
     from ._table import Benchmark
 
-__all__ = ["TABLE_STRATEGIES", "compare_on_table", "plot_anytime", "report_markdown",
+__all__ = ["ALL_TABLE_STRATEGIES", "TABLE_MISSING", "TABLE_STRATEGIES", "compare_on_table", "plot_anytime", "report_markdown",
            "strip_timings"]
 
 _logger = logging.getLogger(__name__)
@@ -50,6 +50,10 @@ _NNI_STRATEGIES = ("random", "evolution")
 #: Multi-trial strategies that run on a table by default: NNI's Random and RegularizedEvolution,
 #: Optuna's NSGA-II and TPE. Any ``optuna-<sampler>`` of ``robustnas.plugins.optuna.SAMPLERS`` runs too.
 TABLE_STRATEGIES: tuple[str, ...] = ("random", "evolution", "optuna-nsga2", "optuna-tpe")
+#: Every strategy that runs on a table: the multi-trial ones and the one-shot ones.
+ALL_TABLE_STRATEGIES: tuple[str, ...] = TABLE_STRATEGIES + ONE_SHOT_ON_TABLE
+#: What a query of a cell a partial table lacks does (see :func:`compare_on_table`).
+TABLE_MISSING: tuple[str, ...] = ("auto", "fail")
 _POPULATION_SAMPLERS = ("nsga2", "nsga3")
 #: Points of the regret-against-seconds curves.
 _TIME_POINTS = 60
@@ -71,15 +75,17 @@ class _LoggedTableEvaluator(TableEvaluator):
     metrics or None) under ``log_id``: the log survives NNI copying or re-creating the evaluator."""
 
     def __init__(self, log_id: str, name: str = "robust201-digits", path: str | None = None,
-                 default: str = "pgd_acc") -> None:
+                 default: str = "pgd_acc", free_misses: int = 0) -> None:
         super().__init__(name, path=path, default=default)
         self.log_id = log_id
+        self.free_misses = free_misses
 
     def evaluate(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         try:
             report = super().evaluate(sample)
         except KeyError:  # a cell a partial table does not hold yet: a failed query
             self._log(sample, None)
+            self._refund()
             raise
         except Exception as exc:  # anything else is a bug, not a failed query: surfaced after the run
             with _LOGS_LOCK:
@@ -87,6 +93,21 @@ class _LoggedTableEvaluator(TableEvaluator):
             raise
         self._log(sample, report)
         return report
+
+    def _refund(self) -> None:
+        """With ``missing="skip"``: a miss does not count towards NNI's trial budget (up to
+        ``free_misses`` of them), so the search spends ``budget`` queries on cells the table
+        holds. NNI's sequential engine counts submitted models in ``_model_count`` and has no
+        public way to give one back; NNI 3.0 is the last release, and a test pins this."""
+        if self.free_misses <= 0:
+            return
+        from nni.nas.execution.sequential import SequentialExecutionEngine
+        from nni.runtime.trial_command_channel import get_default_trial_command_channel
+
+        engine = getattr(get_default_trial_command_channel(), "engine", None)
+        if isinstance(engine, SequentialExecutionEngine) and engine.max_model_count is not None:
+            engine._model_count -= 1
+            self.free_misses -= 1
 
     def _log(self, sample: Mapping[str, Any], metrics: dict[str, Any] | None) -> None:
         with _LOGS_LOCK:
@@ -111,7 +132,7 @@ def _quiet() -> Iterator[None]:
 
 
 def _run_nni(bench: Benchmark, strategy: str, seed: int, budget: int, objective: str,
-             workdir: str) -> list[_Query]:
+             workdir: str, free_misses: int = 0) -> list[_Query]:
     import nni.nas.strategy as nas_strategy
 
     from robustnas.plugins.nni import run_experiment
@@ -123,7 +144,8 @@ def _run_nni(bench: Benchmark, strategy: str, seed: int, budget: int, objective:
         search = nas_strategy.RegularizedEvolution(population_size=population, sample_size=max(1, population // 2),
                                                    seed=seed)
     log_id = uuid.uuid4().hex
-    evaluator = _LoggedTableEvaluator(log_id, name=bench.name, path=bench.source, default=objective)
+    evaluator = _LoggedTableEvaluator(log_id, name=bench.name, path=bench.source, default=objective,
+                                      free_misses=free_misses)
     space = bench.space()
     with _LOGS_LOCK:
         _LOGS[log_id] = []
@@ -144,7 +166,7 @@ def _run_nni(bench: Benchmark, strategy: str, seed: int, budget: int, objective:
 
 
 def _run_optuna(bench: Benchmark, strategy: str, seed: int, budget: int,
-                objectives: Sequence[str]) -> list[_Query]:
+                objectives: Sequence[str], free_misses: int = 0) -> list[_Query]:
     from robustnas.plugins.optuna import create_study, make_sampler
     from robustnas.plugins.optuna._objective import ATTR_METRICS, ATTR_SAMPLE
 
@@ -160,7 +182,16 @@ def _run_optuna(bench: Benchmark, strategy: str, seed: int, budget: int,
         finished[trial.number] = time.perf_counter() - start
         return values
 
-    study.optimize(timed, n_trials=budget)
+    def enough(study: Any, trial: Any) -> None:  # budget queries of held cells, or the misses spent
+        trials = study.get_trials(deepcopy=False)
+        held = sum(t.user_attrs.get(ATTR_METRICS) is not None for t in trials)
+        if held >= budget or len(trials) - held >= free_misses:
+            study.stop()
+
+    if free_misses > 0:
+        study.optimize(timed, n_trials=budget + free_misses, callbacks=[enough])
+    else:
+        study.optimize(timed, n_trials=budget)
     queries = []
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         metrics = trial.user_attrs.get(ATTR_METRICS)
@@ -205,23 +236,32 @@ def _unit(bench: Benchmark, strategy: str, seed: int, queries: list[_Query],
 
 
 # ---------------------------------------------------------------------- the comparison
+def _kind(name: str) -> str:
+    if name.startswith(OPTUNA_PREFIX):
+        return "optuna"
+    if name in _NNI_STRATEGIES:
+        return "nni"
+    if name in ONE_SHOT_ON_TABLE:
+        return "one-shot"
+    raise ConfigError(f"strategy {name!r} does not run on a table; valid: {', '.join(ALL_TABLE_STRATEGIES)} "
+                      "(or optuna-<sampler>)")
+
+
 def _check(bench: Benchmark, strategies: Sequence[str], seeds: Sequence[int], budget: int, objective: str,
-           optuna_objectives: Sequence[str]) -> tuple[list[str], list[int]]:
+           optuna_objectives: Sequence[str], missing: str, epochs: int,
+           batches: int | None) -> tuple[list[str], list[int]]:
     from robustnas.plugins.optuna import make_sampler
     from robustnas.strategies.pareto import METRIC_DIRECTIONS
 
     if isinstance(strategies, str) or not len(strategies):
         raise ConfigError(f"strategies must be a non-empty list of names, got {strategies!r}; "
-                          f"valid: {', '.join(TABLE_STRATEGIES)} (or optuna-<sampler>)")
+                          f"valid: {', '.join(ALL_TABLE_STRATEGIES)} (or optuna-<sampler>)")
     strategies = [str(s) for s in strategies]
     if len(set(strategies)) != len(strategies):
         raise ConfigError(f"strategies must be distinct, got {strategies}")
     for name in strategies:
-        if name.startswith(OPTUNA_PREFIX):
+        if _kind(name) == "optuna":
             make_sampler(name[len(OPTUNA_PREFIX):], seed=0)  # raises ConfigError naming the valid samplers
-        elif name not in _NNI_STRATEGIES:
-            raise ConfigError(f"strategy {name!r} does not run on a table here; valid: {', '.join(TABLE_STRATEGIES)} "
-                              "(or optuna-<sampler>; one-shot strategies are compared elsewhere)")
     if isinstance(seeds, (str, int)) or not len(seeds):
         raise ConfigError(f"seeds must be a non-empty list of integers, got {seeds!r}")
     if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) for s in seeds):
@@ -231,6 +271,13 @@ def _check(bench: Benchmark, strategies: Sequence[str], seeds: Sequence[int], bu
         raise ConfigError(f"seeds must be distinct (a repeated seed repeats a run), got {seeds}")
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
         raise ConfigError(f"budget must be a positive number of queries, got {budget!r}")
+    for label, value in (("epochs", epochs), ("batches", batches)):
+        if value is None and label == "batches":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{label} must be a positive integer, got {value!r}")
+    if missing not in TABLE_MISSING:
+        raise ConfigError(f"missing must be one of {', '.join(TABLE_MISSING)}, got {missing!r}")
     if objective not in METRIC_DIRECTIONS:
         raise ConfigError(f"unknown objective {objective!r}; valid: {sorted(METRIC_DIRECTIONS)}")
     values = bench.values(objective)
@@ -244,62 +291,170 @@ def _check(bench: Benchmark, strategies: Sequence[str], seeds: Sequence[int], bu
     return strategies, seeds
 
 
+def _free_misses(bench: Benchmark, budget: int, missing: str) -> int:
+    """Misses a multi-trial unit may spend beyond its budget (``missing="auto"`` on a partial
+    table): enough for ``budget`` hits at the table's coverage, three times over."""
+    if missing != "auto" or bench.complete:
+        return 0
+    coverage = max(len(bench), 1) / bench.size
+    return int(math.ceil(3 * budget * (1 - coverage) / coverage)) + budget
+
+
 def compare_on_table(bench: Benchmark, strategies: Sequence[str] = TABLE_STRATEGIES, seeds: Sequence[int] = range(20),
                      budget: int = 100, objective: str = "pgd_acc", *, baseline: str = "random",
                      hv_objectives: Sequence[str] = HV_OBJECTIVES, optuna_objectives: Sequence[str] | None = None,
-                     confidence: float = 0.95) -> dict[str, Any]:
-    """Run multi-trial strategies on a table, ``budget`` queries per (strategy, seed), and
-    compare them to ``baseline`` (random search).
+                     confidence: float = 0.95, epochs: int = 5, batches: int | None = None,
+                     strategy_kwargs: Mapping[str, Mapping[str, Any]] | None = None, missing: str = "auto",
+                     live: LiveCells | str | os.PathLike | None = None,
+                     progress: Callable[[str], None] | None = None,
+                     journal: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Run strategies on a table, ``budget`` queries per (strategy, seed), and compare them
+    to ``baseline`` (random search).
 
-    NNI's ``random`` and ``evolution`` (``RegularizedEvolution``, population
+    Multi-trial strategies spend their budget as table queries. NNI's ``random`` and
+    ``evolution`` (``RegularizedEvolution``, population
     :func:`robustnas.strategies.population_for`, tournament half of it) search through
     :func:`~robustnas.plugins.nni.run_experiment` with a :class:`TableEvaluator` whose
     ``default`` is ``objective``; ``optuna-<sampler>`` runs a study on a
     :class:`BenchmarkObjective` over ``optuna_objectives`` (default: ``hv_objectives``, plus
-    ``objective`` if missing; NSGA-II/III get the same population). Each unit is seeded with
-    its seed, so a second run with the same seeds gives the same queries and statistics (not
-    the same seconds). A query of a cell a partial table lacks fails, counts towards the
-    budget, and is recorded as failed.
+    ``objective`` if missing; NSGA-II/III get the same population).
+
+    One-shot strategies (:data:`ONE_SHOT_ON_TABLE`: ``arnas``, ``dsrna`` (Jacobian),
+    ``dsrna-bound``, ``tamnas``, ``darts``) train their supernet on the table's data for
+    ``epochs`` epochs (``batches`` batches each, if given; ``strategy_kwargs[name]`` go to the
+    strategy), and what they export is looked up (:func:`run_one_shot`): their queries are
+    their exports, their seconds the supernet training.
+
+    Each unit is seeded with its seed, so a second run with the same seeds gives the same
+    queries and statistics (not the same seconds). On a partial table, ``missing="auto"``
+    (the default) lets a multi-trial unit spend ``budget`` queries on cells the table holds
+    (a miss costs a lookup and is counted under ``skipped``, not in the budget), and
+    measures a one-shot export that the table lacks with the table's protocol (``live``: a
+    :class:`LiveCells` or the path of its file, so a cell is measured once); regret and
+    hypervolume are then measured against the cells held plus those measured.
+    ``missing="fail"``: a miss is a failed query that counts towards the budget.
+
+    ``journal``: a JSON Lines file where each finished unit is appended (fsync'd); units
+    already in it are not run again, so a killed comparison resumes where it stopped. The
+    caller keeps one journal per configuration (``robustnas compare --preset bench`` does).
 
     Returns a JSON-able dict: ``table`` (the target: best and worst value, bounds, true front),
     ``units`` (per strategy and seed: every query in order with ``key``, ``held``, ``seconds``
-    and values, ``regret``, ``hypervolume``, ``failed``, ``found``, ``best``, ``wall_seconds``),
-    ``strategies`` (per strategy: regret and hypervolume per seed with mean and
-    ``confidence`` bootstrap interval, mean ranks, wall seconds, failed queries, and the
-    Holm-corrected Wilcoxon test against the baseline under ``vs_baseline``) and ``curves``
-    (mean best-so-far regret with a bootstrap band against queries and against seconds).
+    and values, ``regret``, ``hypervolume``, ``failed``, ``skipped``, ``found``, ``best``,
+    ``wall_seconds``), ``strategies`` (per strategy: its kind, regret and hypervolume per
+    seed with mean and ``confidence`` bootstrap interval, mean ranks, wall seconds, queries,
+    failed queries, and the Holm-corrected Wilcoxon test against the baseline under
+    ``vs_baseline``) and ``curves`` (mean best-so-far regret with a bootstrap band against
+    queries and against seconds).
     """
     hv_objectives = tuple(hv_objectives)
     if optuna_objectives is None:
         optuna_objectives = hv_objectives if objective in hv_objectives else (*hv_objectives, objective)
-    strategies, seeds = _check(bench, strategies, seeds, budget, objective, optuna_objectives)
-    target = table_target(bench, objective, hv_objectives)
+    strategies, seeds = _check(bench, strategies, seeds, budget, objective, optuna_objectives, missing, epochs,
+                               batches)
+    strategy_kwargs = {str(k): dict(v) for k, v in (strategy_kwargs or {}).items()}
+    unknown = sorted(set(strategy_kwargs) - set(strategies))
+    if unknown:
+        raise ConfigError(f"strategy_kwargs name strategies that are not compared: {unknown}")
+    if not isinstance(live, LiveCells):
+        live = LiveCells(live)
+    say = progress or (lambda text: None)
+    free = _free_misses(bench, int(budget), missing)
     with _LOCK:  # the evaluators answer from this very table object
         _CACHE[(bench.name, str(bench.source))] = bench
 
-    units: list[dict[str, Any]] = []
+    raw: list[tuple[str, int, list[_Query], float, int]] = []
+    total = len(strategies) * len(seeds)
+    done = _read_journal(journal)
     with _quiet(), tempfile.TemporaryDirectory(prefix="robustnas-table-") as workdir:
         for strategy in strategies:
+            kind = _kind(strategy)
             for seed in seeds:
+                if (strategy, seed) in done:
+                    raw.append(done[strategy, seed])
+                    say(f"[{len(raw)}/{total}] {strategy} seed {seed}: done in an earlier run")
+                    continue
                 start = time.perf_counter()
-                if strategy.startswith(OPTUNA_PREFIX):
-                    queries = _run_optuna(bench, strategy, seed, int(budget), optuna_objectives)
+                skipped = 0
+                if kind == "one-shot":
+                    run = run_one_shot(bench, strategy, seed, epochs=int(epochs), batches=batches,
+                                       strategy_kwargs=strategy_kwargs.get(strategy),
+                                       missing="fail" if missing == "fail" else "evaluate", live=live)
+                    queries = run.queries
                 else:
-                    queries = _run_nni(bench, strategy, seed, int(budget), objective, workdir)
+                    if kind == "optuna":
+                        queries = _run_optuna(bench, strategy, seed, int(budget), optuna_objectives, free)
+                    else:
+                        queries = _run_nni(bench, strategy, seed, int(budget), objective, workdir, free)
+                    if free:
+                        skipped = sum(m is None for _, _, m in queries)
+                        queries = [q for q in queries if q[2] is not None][: int(budget)]
                 wall = time.perf_counter() - start
-                units.append(_unit(bench, strategy, seed, queries, wall, target))
-                _logger.info("%s seed %d: %d queries (%d failed), regret %.4g, %.2f s", strategy, seed,
-                             units[-1]["n_queries"], units[-1]["failed"], units[-1]["regret"], wall)
+                raw.append((strategy, seed, queries, wall, skipped))
+                _append_journal(journal, raw[-1])
+                say(f"[{len(raw)}/{total}] {strategy} seed {seed}: {len(queries)} queries"
+                    + (f" ({skipped} misses skipped)" if skipped else "") + f", {wall:.1f} s")
+
+    target = table_target(_universe(bench, live), objective, hv_objectives)
+    units = []
+    for strategy, seed, queries, wall, skipped in raw:
+        unit = _unit(bench, strategy, seed, queries, wall, target)
+        unit["skipped"] = skipped
+        unit["kind"] = _kind(strategy)
+        units.append(unit)
+        _logger.info("%s seed %d: %d queries (%d failed, %d skipped), regret %.4g, %.2f s", strategy, seed,
+                     unit["n_queries"], unit["failed"], skipped, unit["regret"], wall)
 
     result: dict[str, Any] = {
         "table": {"name": bench.name, "source": str(bench.source), "cells": len(bench), "complete": bench.complete,
-                  **target.to_dict()},
+                  "size": bench.size, "live_cells": len(live), **target.to_dict()},
         "objective": objective, "direction": target.direction, "budget": int(budget), "seeds": seeds,
         "baseline": baseline if baseline in strategies else None, "alpha": ALPHA, "confidence": confidence,
-        "optuna_objectives": list(optuna_objectives), "units": units,
+        "optuna_objectives": list(optuna_objectives), "missing": missing, "epochs": int(epochs),
+        "batches": batches, "strategy_kwargs": strategy_kwargs, "units": units,
     }
     result.update(_statistics(units, strategies, seeds, int(budget), target, baseline, confidence))
     return result
+
+
+def _read_journal(path: str | os.PathLike | None) -> dict[tuple[str, int], tuple[str, int, list[_Query], float, int]]:
+    import json
+
+    if path is None or not Path(path).exists():
+        return {}
+    done = {}
+    for line in Path(path).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill: that unit runs again
+            continue
+        queries = [(float(sec), dict(sample), None if m is None else dict(m)) for sec, sample, m in row["queries"]]
+        done[row["strategy"], int(row["seed"])] = (row["strategy"], int(row["seed"]), queries, float(row["wall"]),
+                                                   int(row["skipped"]))
+    return done
+
+
+def _append_journal(path: str | os.PathLike | None, unit: tuple[str, int, list[_Query], float, int]) -> None:
+    import json
+
+    if path is None:
+        return
+    strategy, seed, queries, wall, skipped = unit
+    line = json.dumps({"strategy": strategy, "seed": seed, "wall": wall, "skipped": skipped,
+                       "queries": [[sec, sample, m] for sec, sample, m in queries]}, default=float)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _universe(bench: Benchmark, live: LiveCells) -> list[dict[str, Any]]:
+    """The cells regret and hypervolume are measured against: the table's, plus the cells
+    measured live for a partial table (absent from the table by construction)."""
+    entries = bench.entries()
+    held = {e["key"] for e in entries}
+    return entries + [e for e in live.entries() if e.get("key") not in held]
 
 
 def _statistics(units: list[dict[str, Any]], strategies: list[str], seeds: list[int], budget: int,
@@ -318,6 +473,8 @@ def _statistics(units: list[dict[str, Any]], strategies: list[str], seeds: list[
     for s in strategies:
         walls = [by[s, seed]["wall_seconds"] for seed in seeds]
         stats[s] = {
+            "kind": by[s, seeds[0]].get("kind"),
+            "skipped": float(np.mean([by[s, seed].get("skipped", 0) for seed in seeds])),
             "regret": _summary(regrets[s], confidence), "hypervolume": _summary(volumes[s], confidence),
             "mean_rank": rank_regret[s], "mean_rank_hypervolume": rank_volume[s],
             "failed": float(np.mean([by[s, seed]["failed"] for seed in seeds])),
@@ -387,25 +544,31 @@ def report_markdown(result: Mapping[str, Any], seconds: bool = True) -> str:
     objective, budget, seeds = result["objective"], result["budget"], result["seeds"]
     conf = int(round(100 * result["confidence"]))
     lines = [f"## Comparison on table `{table['name']}`", ""]
+    live = table.get("live_cells", 0)
     coverage = ("the complete table" if table["complete"] else
-                f"a partial table ({table['cells']} cells so far): regret is measured against the best cell "
-                f"it holds, the hypervolume against the front of the cells it holds")
+                f"a partial table ({table['cells']} of {table.get('size', '?')} cells so far"
+                + (f", plus {live} cells that one-shot searches exported and the table's protocol measured"
+                   if live else "")
+                + "): regret is measured against the best of these cells, the hypervolume against their front"
+                + ("; multi-trial searches spend their budget on cells the table holds (misses skipped)"
+                   if result.get("missing", "auto") == "auto" else ""))
     lines.append(f"{len(seeds)} seeds, {budget} queries per strategy and seed, on {coverage}. Regret: the "
                  f"table's best {objective} ({_fmt(table['best'])}) minus the best found; a run that found no "
                  f"cell is charged with the table's worst ({_fmt(table['worst'])}). Hypervolume: over "
                  f"{', '.join(table['hv_objectives'])}, normalised so that the table's true front scores 1.")
     lines.append("")
-    header = f"| strategy | mean regret [{conf}% CI] | hypervolume [{conf}% CI] | mean rank | failed queries |"
-    rule = "|---|---|---|---|---|"
+    header = (f"| strategy | kind | mean regret [{conf}% CI] | hypervolume [{conf}% CI] | mean rank | queries "
+              f"(failed) |")
+    rule = "|---|---|---|---|---|---|"
     if seconds:
         header += " wall s per seed |"
         rule += "---|"
     lines += [header, rule]
     for name, stats in result["strategies"].items():
         r, h = stats["regret"], stats["hypervolume"]
-        row = (f"| {name} | {_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
+        row = (f"| {name} | {stats.get('kind') or ''} | {_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | "
                f"{_fmt(h['mean'])} [{_fmt(h['ci_low'])}, {_fmt(h['ci_high'])}] | {stats['mean_rank']:.2f} | "
-               f"{stats['failed']:.1f} of {stats['queries']:.0f} |")
+               f"{stats['queries']:.1f} ({stats['failed']:.1f}) |")
         if seconds:
             row += f" {stats['wall_seconds']['mean']:.2f} |"
         lines.append(row)

@@ -106,9 +106,14 @@ class Benchmark:
         return self._adapter.key_of(sample) in self._entries
 
     @property
+    def size(self) -> int:
+        """How many cells the space has (the table's length once complete)."""
+        return len(self._adapter.keys())
+
+    @property
     def complete(self) -> bool:
         """Whether every cell of the space has an entry."""
-        return len(self._entries) == len(self._adapter.keys())
+        return len(self._entries) == self.size
 
     def key(self, sample: Mapping[str, Any]) -> str:
         """The canonical key of ``sample`` (isomorphic samples share it)."""

@@ -126,7 +126,11 @@ def test_a_small_comparison_spends_its_budget_answers_from_the_table_and_names_e
     result, _ = small_runs
     assert len(result["units"]) == len(SMALL["strategies"]) * len(SMALL["seeds"])
     for unit in result["units"]:
-        assert unit["n_queries"] == SMALL["budget"]
+        # on a partial table, misses are skipped: the budget buys queries of held cells (a
+        # strategy may also stop by itself, e.g. when its mutations only repeat cells)
+        assert unit["n_queries"] <= SMALL["budget"]
+        if unit["strategy"] == "random" or bench.complete:
+            assert unit["n_queries"] == SMALL["budget"]
         assert unit["failed"] == sum(not q["held"] for q in unit["queries"])
         for query in unit["queries"]:
             if query["held"]:
@@ -155,8 +159,8 @@ def _sample_of(bench, key):
 
 
 def test_bad_comparison_arguments_are_refused_before_any_search(bench):
-    with pytest.raises(ConfigError, match="darts.*random"):
-        compare_on_table(bench, ["random", "darts"], seeds=[0], budget=2)
+    with pytest.raises(ConfigError, match="enas.*random"):
+        compare_on_table(bench, ["random", "enas"], seeds=[0], budget=2)
     with pytest.raises(ConfigError, match="latency_ms.*not measured"):  # not tabulated on any cell
         compare_on_table(bench, ["random"], seeds=[0], budget=2, objective="latency_ms")
     with pytest.raises(ConfigError, match="distinct"):
