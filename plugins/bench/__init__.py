@@ -21,6 +21,10 @@ from ._compare import (
     strip_timings,
 )
 from ._oneshot import ONE_SHOT_ON_TABLE, LiveCells, run_one_shot
+from ._diagnostics import (
+    PARAMETER_FREE_OPS, architecture_log_probs, parameter_free_share, ranking_agreement, supernet_scores,
+    table_cells, table_parameter_free_share, zero_cost_proxies,
+)
 from ._preset import BENCH_PRESET, BenchConfig, run_bench
 
 __all__ = [
@@ -29,6 +33,8 @@ __all__ = [
     "load_benchmark", "pack_table", "plot_table", "read_rows", "run_cell",
     "ALL_TABLE_STRATEGIES", "BENCH_PRESET", "BenchConfig", "LiveCells", "ONE_SHOT_ON_TABLE", "TABLE_MISSING",
     "run_bench", "run_one_shot",
+    "PARAMETER_FREE_OPS", "architecture_log_probs", "parameter_free_share", "ranking_agreement", "supernet_scores",
+    "table_cells", "table_parameter_free_share", "zero_cost_proxies",
     "HV_OBJECTIVES", "TABLE_STRATEGIES", "TableTarget", "bootstrap_band", "bootstrap_ci", "compare_on_table",
     "holm", "mean_ranks", "normalised_hypervolume", "paired_wilcoxon", "plot_anytime",
     "regret", "regret_at_times", "regret_curve", "report_markdown", "strip_timings", "table_target",
