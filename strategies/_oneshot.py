@@ -114,6 +114,7 @@ class RobustDartsModule(DartsLightningModule):
         weight_lr_min: float = 0.001,
         weight_momentum: float = 0.9,
         weight_decay: float = 3.0e-4,
+        exclude_none: bool = True,
     ) -> None:
         super().__init__(
             training_module,
@@ -129,7 +130,24 @@ class RobustDartsModule(DartsLightningModule):
         self.weight_lr_min = weight_lr_min
         self.weight_momentum = weight_momentum
         self.weight_decay = weight_decay
+        self.exclude_none = exclude_none
         self._alphas: list[nn.Parameter] | None = None
+
+    def export(self) -> dict[str, Any]:
+        """The argmax of each choice's architecture weights; with ``exclude_none`` (the
+        default), an operation choice never exports ``none`` while another operation exists:
+        DARTS' derivation (Liu et al. 2019, section 2.4: "excluding the zero operations"),
+        which ARNAS and DSRNA inherit. NNI's ``DARTS`` keeps ``none`` in the argmax, as
+        NAS-Bench-201's DARTS baseline does (docs/fidelity.md)."""
+        sample = super().export()
+        if not self.exclude_none:
+            return sample
+        for label, probs in self.export_probs().items():
+            if sample.get(label) == "none" and isinstance(probs, dict):
+                others = {op: p for op, p in probs.items() if op != "none"}
+                if others:
+                    sample[label] = max(others, key=others.__getitem__)
+        return sample
 
     # --- parameters and optimisers -------------------------------------------------
 
@@ -296,6 +314,7 @@ class RobustOneShotStrategy(DARTS):
         log_prob_every_n_step: int = 10,
         eval_batches: int = 4,
         eval_pgd_steps: int = 10,
+        exclude_none: bool = True,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("penalty") is not None:
@@ -313,7 +332,7 @@ class RobustOneShotStrategy(DARTS):
         self.search_kwargs: dict[str, Any] = {
             "unrolled": unrolled, "unrolled_r": unrolled_r, "weight_optimizer": weight_optimizer,
             "weight_lr": weight_lr, "weight_lr_min": weight_lr_min, "weight_momentum": weight_momentum,
-            "weight_decay": weight_decay,
+            "weight_decay": weight_decay, "exclude_none": bool(exclude_none),
         }
         self.eval_batches = eval_batches
         self.eval_pgd_steps = eval_pgd_steps
