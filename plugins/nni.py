@@ -8,18 +8,27 @@
   dataset bundle, for one-shot strategies (DARTS, ARNAS, DSRNA, TAM-NAS, RandomOneShot).
 * :class:`MetricsCollector` -- NNI keeps only the ``default`` scalar of a reported dict
   (``nni.nas.space.Metrics``); the raw dict survives only in the engine's
-  ``FinalMetricEvent``, which the collector listens to.
+  ``FinalMetricEvent``, which the collector listens to (holding every submitted model, which
+  NNI's training-service engine keeps only weakly).
+* :func:`arch_key` -- the key every reported dict carries (``"arch_key"``), so a metric is always
+  matched to its architecture; :func:`rest_records` pairs them from NNI's REST API, which lists
+  trials next to the wrong architecture when trials start out of order (docs/nni.md).
 * :func:`run_experiment` -- one call that runs a ``NasExperiment`` and returns every trial's
   ``{"sample", "metrics", "record"}`` and the exported top models.
+* :class:`TPE`, :class:`HPOStrategy`, :class:`Proxyless`, :class:`ENAS`, :class:`PolicyBasedRL`
+  -- NNI's strategies adapted to every robustnas space (``robustnas.plugins._nni_strategies``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +46,17 @@ if TYPE_CHECKING:
 __all__ = [
     "robust_evaluator", "evaluate_candidate", "classification_evaluator",
     "MetricsCollector", "ExperimentResult", "run_experiment", "architecture_record", "to_json",
+    "arch_key", "rest_records", "wait_for_manager", "ARCH_KEY", "MANAGER_TIMEOUT",
+    "TPE", "HPOStrategy", "Proxyless", "ENAS", "PolicyBasedRL",
 ]
+
+#: The key of a reported metrics dict that names the architecture it was measured on.
+ARCH_KEY = "arch_key"
+
+#: Seconds :func:`run_experiment` waits for NNI's manager to answer (NNI's launcher gives up after 3 tries).
+MANAGER_TIMEOUT = 120.0
+
+_ADAPTED = ("TPE", "HPOStrategy", "Proxyless", "ENAS", "PolicyBasedRL")
 
 _logger = logging.getLogger(__name__)
 
@@ -74,6 +93,26 @@ def to_json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=default))
 
 
+def arch_key(sample: Mapping[str, Any]) -> str:
+    """The canonical key of an architecture: the first 16 hex digits of the SHA-1 of its sample as
+    compact JSON with sorted labels (choice lists as JSON lists), so equal samples share it in any
+    process and label order."""
+    text = json.dumps(to_json(dict(sample)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _current_sample() -> Mapping[str, Any] | None:
+    """The sample of the architecture NNI is evaluating now: the sequential engine's model, or the
+    training-service trial's parameter; ``None`` outside a trial."""
+    from nni.runtime.env_vars import trial_env_vars
+    from nni.runtime.trial_command_channel import get_default_trial_command_channel
+
+    model = getattr(get_default_trial_command_channel(), "model", None)  # the sequential engine's channel
+    if model is None and trial_env_vars.NNI_PLATFORM:  # a training-service trial process
+        model = nni.get_current_parameter()
+    return getattr(model, "sample", None)
+
+
 def _config_dict(config: Any) -> dict[str, Any]:
     """A plain dict of an ``EvaluatorConfig`` (or a dict) that ``EvaluatorConfig(**d)`` rebuilds."""
     from robustnas.plugins.evaluator import EvaluatorConfig
@@ -106,13 +145,15 @@ def _default_value(metrics: Mapping[str, Any], default: str) -> float:
 
 
 def evaluate_candidate(model: nn.Module, config: dict[str, Any], default: str = "robust_acc",
-                       train: bool = True) -> dict[str, Any]:
+                       train: bool = True, sample: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train and measure ``model`` with the shared evaluator and report the metrics to NNI.
 
     The function behind :func:`robust_evaluator` (top level, so a training-service trial
-    imports it by name). Reports ``metrics | {"default": metrics[default]}`` through
-    ``nni.report_final_result`` (negated when ``default`` is a minimised metric, because NNI
-    strategies maximise ``default``; see docs/fidelity.md) and returns the same dict.
+    imports it by name). Reports ``metrics | {"default": metrics[default], "arch_key": ...}``
+    through ``nni.report_final_result`` (``default`` negated when it is a minimised metric,
+    because NNI strategies maximise it; see docs/fidelity.md) and returns the same dict.
+    ``arch_key`` is :func:`arch_key` of ``sample``, by default the sample NNI is evaluating
+    (absent outside an NNI trial when no sample is given).
     """
     try:
         metrics = to_json(_evaluator_for(config).evaluate(model, train=train))
@@ -123,6 +164,9 @@ def evaluate_candidate(model: nn.Module, config: dict[str, Any], default: str = 
     if default not in metrics:
         raise KeyError(f"default metric {default!r} is not among the evaluator's metrics {sorted(metrics)}")
     report = {**metrics, "default": _default_value(metrics, default)}
+    sample = sample if sample is not None else _current_sample()
+    if sample is not None:
+        report[ARCH_KEY] = arch_key(sample)
     nni.report_final_result(report)
     return report
 
@@ -203,10 +247,16 @@ class MetricsCollector:
     this collector keeps it. Attach it to a ``NasExperiment`` before ``run`` (it hooks the
     engine the experiment creates) or to an engine directly.
 
-    Records are ``{"sample", "metrics", "record", "status"}`` in the order metrics arrived
+    The collector holds every model submitted to the engine until it is detached: NNI's
+    training-service engine keeps only weak references and drops the events of models that the
+    strategy let go (NNI's Random does), so without it no metric would arrive.
+
+    Records are ``{"sample", "metrics", "record", "status"}`` in the order models were submitted
     (``record`` is ``export_record(space, sample)`` when ``space`` is a robustnas space).
-    Failed models without a metric are recorded with ``metrics=None``, status ``"failed"`` and,
-    when the candidate failed in this process, ``"error"``: the reason (exception type and message).
+    A metrics dict that carries an ``arch_key`` (:func:`arch_key`) goes to the record of that
+    architecture even if the engine named another model. Failed models without a metric are
+    recorded with ``metrics=None``, status ``"failed"`` and, when the candidate failed in this
+    process, ``"error"``: the reason (exception type and message).
 
     Example::
 
@@ -220,6 +270,7 @@ class MetricsCollector:
         self._lock = threading.Lock()
         self._records: list[dict[str, Any]] = []
         self._by_model: dict[int, dict[str, Any]] = {}
+        self._models: dict[int, Any] = {}  # strong references: id -> submitted model
         self._engines: list[ExecutionEngine] = []
 
     @property
@@ -250,15 +301,28 @@ class MetricsCollector:
         return self
 
     def detach(self) -> None:
-        """Stop listening to every engine attached so far."""
+        """Stop listening to every engine attached so far, and let go of the submitted models."""
         for engine in self._engines:
             engine.unregister_model_event_callback(ModelEventType.FinalMetric, self._on_final_metric)
             engine.unregister_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
+            engine.__dict__.pop("submit_models", None)  # the class's method again
         self._engines.clear()
+        with self._lock:
+            self._models.clear()
 
     def _register(self, engine: ExecutionEngine) -> None:
         engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_final_metric)
         engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_training_end)
+        submit = engine.submit_models
+
+        def submit_models(*models: Any) -> None:  # record (and hold) each model before it can run
+            with self._lock:
+                for model in models:
+                    self._models[id(model)] = model
+                    self._record(model)
+            submit(*models)
+
+        engine.submit_models = submit_models  # type: ignore[method-assign]  # this engine instance only
         self._engines.append(engine)
 
     def _record(self, model: Any) -> dict[str, Any]:
@@ -269,13 +333,32 @@ class MetricsCollector:
                       "status": ModelStatus.Training.value}
             self._by_model[id(model)] = record
             self._records.append(record)
+            self._models.setdefault(id(model), model)  # ids stay unique while the model is held
+        elif record["sample"] is None and model.sample is not None:  # a one-shot model, sampled at the end
+            record["sample"] = to_json(model.sample)
+            record["record"] = architecture_record(self.space, record["sample"])
         return record
 
+    def _owner(self, record: dict[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """The record whose architecture ``metrics`` name (by ``arch_key``); ``record`` when they agree."""
+        key = metrics.get(ARCH_KEY)
+        if not isinstance(key, str) or record["sample"] is None or arch_key(record["sample"]) == key:
+            return record
+        match = next((r for r in self._records if r["metrics"] is None and r["sample"] is not None
+                      and arch_key(r["sample"]) == key), None)
+        if match is None:
+            _logger.warning("metrics with arch_key %s arrived for another architecture (%s) and match no "
+                            "submitted one; kept with the model NNI named", key, arch_key(record["sample"]))
+            return record
+        _logger.warning("metrics with arch_key %s arrived for the model of arch_key %s; paired by arch_key",
+                        key, arch_key(record["sample"]))
+        return match
+
     def _on_final_metric(self, event: FinalMetricEvent) -> None:
-        metric = event.metric
+        metric = _decoded(event.metric)
+        metrics = to_json(metric if isinstance(metric, dict) else {"default": metric})
         with self._lock:
-            self._record(event.model)["metrics"] = to_json(metric if isinstance(metric, dict)
-                                                            else {"default": metric})
+            self._owner(self._record(event.model), metrics)["metrics"] = metrics
 
     def _on_training_end(self, event: TrainingEndEvent) -> None:
         with self._lock:
@@ -285,6 +368,60 @@ class MetricsCollector:
             _LAST_FAILURE.reason = None
             if event.status == ModelStatus.Failed:
                 record["error"] = reason or "the trial failed (see its log)"
+
+
+def _decoded(value: Any) -> Any:
+    """A metric as NNI stores it (a JSON string, sometimes of a JSON string) as a plain value."""
+    for _ in range(3):
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(value)
+        except ValueError:
+            break
+    return value
+
+
+def rest_records(port: int, url_prefix: str | None = None) -> list[dict[str, Any]]:
+    """Every final metric of a running NNI experiment, paired with its own architecture.
+
+    Reads NNI's REST API (``/trial-jobs``, ``/metric-data``, what the web UI shows) on ``port``.
+    NNI 3.0's local training service hands the queued parameters to whichever trial asks first,
+    so a trial can train another trial's architecture while ``/trial-jobs`` still lists the one
+    it was created for; the metric's ``parameterId`` is right. Each record is ``{"trial_job_id",
+    "parameter_id", "sample", "metrics", "status", "listed_parameter_id"}``: ``sample`` is the
+    architecture of the metric's own parameter id (checked against the metric's ``arch_key``
+    when it carries one), ``listed_parameter_id`` the one ``/trial-jobs`` shows for that trial.
+    """
+    from nni.experiment import rest
+
+    jobs = rest.get(port, "/trial-jobs", url_prefix)
+    samples: dict[int, Any] = {}
+    listed: dict[str, int] = {}
+    status: dict[str, str] = {}
+    for job in jobs:
+        status[job["trialJobId"]] = job.get("status", "UNKNOWN")
+        for parameter in job.get("hyperParameters") or []:
+            parameter = _decoded(parameter)
+            samples[int(parameter["parameter_id"])] = _decoded(parameter.get("parameters", {})).get("sample")
+            listed[job["trialJobId"]] = int(parameter["parameter_id"])
+    by_key = {arch_key(sample): pid for pid, sample in samples.items() if sample is not None}
+    records = []
+    for row in rest.get(port, "/metric-data", url_prefix):
+        if row.get("type") != "FINAL":
+            continue
+        metrics = _decoded(row["data"])
+        metrics = metrics if isinstance(metrics, dict) else {"default": metrics}
+        pid = int(row["parameterId"])
+        key = metrics.get(ARCH_KEY)
+        if isinstance(key, str) and (samples.get(pid) is None or arch_key(samples[pid]) != key) and key in by_key:
+            _logger.warning("metric of parameter %d names the architecture of parameter %d; paired by arch_key",
+                            pid, by_key[key])
+            pid = by_key[key]
+        records.append({"trial_job_id": row["trialJobId"], "parameter_id": pid, "sample": samples.get(pid),
+                        "metrics": metrics, "status": status.get(row["trialJobId"], "UNKNOWN"),
+                        "listed_parameter_id": listed.get(row["trialJobId"])})
+    return records
 
 
 @dataclasses.dataclass
@@ -310,6 +447,60 @@ class ExperimentResult:
         return archive.front()
 
 
+_LAUNCHER_LOCK = threading.Lock()
+_LAUNCHER_PATCH: dict[str, Any] = {"count": 0, "original": None}
+_MANAGER_WAIT = threading.local()
+
+
+def _patient_check(port: int, retry: int = 3, url_prefix: str | None = None) -> None:
+    """NNI's ``_check_rest_server``, polling until the manager answers or this thread's timeout passes."""
+    from nni.experiment import rest
+
+    timeout = getattr(_MANAGER_WAIT, "timeout", MANAGER_TIMEOUT)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            rest.get(port, "/check-status", url_prefix)
+            return
+        except Exception as exc:  # noqa: BLE001 - connection refused until Node.js listens
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"NNI's manager did not answer on port {port} within {timeout:g} s "
+                                   f"({type(exc).__name__}); see the experiment's log/nnictl_stderr.log") from exc
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def wait_for_manager(timeout: float = MANAGER_TIMEOUT) -> Iterator[None]:
+    """Within the block, NNI's launcher waits up to ``timeout`` seconds for its manager to answer.
+
+    NNI 3.0's launcher polls the new manager's ``/check-status`` 3 times, a second apart, and
+    fails the experiment ("Create experiment failed ... Connection refused") when Node.js takes
+    longer to start, as it does on a loaded machine. Inside the block that check (in
+    ``nni.experiment.launcher``; restored when the last block in any thread exits) polls every
+    0.5 s until the manager answers or ``timeout`` passes, then raises ``TimeoutError``.
+    :func:`run_experiment` uses it; wrap your own ``NasExperiment.run`` in it the same way.
+    """
+    from nni.experiment import launcher
+
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    with _LAUNCHER_LOCK:
+        if _LAUNCHER_PATCH["count"] == 0:
+            _LAUNCHER_PATCH["original"] = launcher._check_rest_server
+            launcher._check_rest_server = _patient_check
+        _LAUNCHER_PATCH["count"] += 1
+    previous = getattr(_MANAGER_WAIT, "timeout", None)
+    _MANAGER_WAIT.timeout = float(timeout)
+    try:
+        yield
+    finally:
+        _MANAGER_WAIT.timeout = previous if previous is not None else MANAGER_TIMEOUT
+        with _LAUNCHER_LOCK:
+            _LAUNCHER_PATCH["count"] -= 1
+            if _LAUNCHER_PATCH["count"] == 0:
+                launcher._check_rest_server = _LAUNCHER_PATCH["original"]
+
+
 def run_experiment(
     space: Any,
     strategy: Any,
@@ -322,29 +513,40 @@ def run_experiment(
     port: int = 8080,
     trial_concurrency: int = 1,
     trial_threads: int | None = None,
+    manager_timeout: float = MANAGER_TIMEOUT,
+    stop: bool = True,
     debug: bool = False,
 ) -> ExperimentResult:
     """Run ``NasExperiment(space, evaluator, strategy)`` and collect every trial's raw metrics.
 
     ``engine`` is ``"sequential"`` (in this process; the default) or ``"ts"`` (NNI's training
     service: local trial processes managed by the NNI manager on ``port``, ``trial_concurrency``
-    at a time, each with ``trial_threads`` torch threads if given). One-shot strategies
-    always run sequentially with the raw model format (NNI's default for them). Returns
-    records ``{"sample", "metrics", "record", "status"}`` and ``top_models`` as records of the
-    strategy's best models (by NNI's ``default`` scalar).
+    at a time, each with ``trial_threads`` torch threads if given; the manager gets
+    ``manager_timeout`` seconds to start, see :func:`wait_for_manager`). One-shot strategies
+    always run sequentially with the raw model format (NNI's default for them). NNI's own
+    ``TPE`` / ``HPOTunerStrategy`` run as :class:`HPOStrategy` (so the cells' input choices work).
+    Returns records ``{"sample", "metrics", "record", "status"}`` and ``top_models`` as records of
+    the strategy's best models (by NNI's ``default`` scalar).
 
     A candidate that raises (NaN loss, out of memory, a bad architecture) fails its own trial
     only: its record has status ``"failed"`` and ``"error"`` (the reason), and the search goes on
     (NNI's ``continue_on_failure``). ``working_dir`` holds NNI's experiment files (checkpoints,
-    logs); NNI's default is ``~/nni-experiments``.
+    logs); NNI's default is ``~/nni-experiments``. With ``stop=False`` a training-service
+    experiment stays up (its web UI and REST API on ``port``; see :func:`rest_records`) until
+    you call ``result.experiment.stop()``.
     """
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
 
     engines = ("sequential", "ts")
     if engine not in engines:
         raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(engines)}")
+    if not (isinstance(manager_timeout, (int, float)) and manager_timeout > 0):
+        raise ValueError(f"manager_timeout must be a positive number of seconds, got {manager_timeout!r}")
     from nni.nas.oneshot.pytorch.strategy import OneShotStrategy, is_supernet
 
+    from ._nni_strategies import adapt_strategy
+
+    strategy = adapt_strategy(strategy)
     if isinstance(strategy, OneShotStrategy) or is_supernet(space):  # weights live in this process
         config = NasExperimentConfig("sequential", "raw")
     elif engine == "ts":
@@ -362,11 +564,13 @@ def run_experiment(
         config.experiment_working_directory = str(Path(working_dir).resolve())
     experiment = NasExperiment(space, evaluator, strategy, config)
     collector = MetricsCollector(space).attach(experiment)
-    completed = experiment.run(port=port, debug=debug)  # None: interrupted, and NNI stopped it already
+    with wait_for_manager(manager_timeout):
+        completed = experiment.run(port=port, debug=debug)  # None: interrupted, and NNI stopped it already
     try:
+        # The collector still holds every model: NNI's engine lists them with their own metrics.
         samples = experiment.export_top_models(top_k=top_k, formatter="dict") if completed else []
     finally:
-        if completed:
+        if completed and stop:
             experiment.stop()
         collector.detach()
     records = collector.records
@@ -377,3 +581,11 @@ def run_experiment(
         top.append(match or {"sample": sample, "metrics": None, "record": architecture_record(space, sample),
                              "status": ModelStatus.Trained.value})
     return ExperimentResult(records=records, top_models=top, experiment=experiment)
+
+
+def __getattr__(name: str) -> Any:  # NNI's strategies, adapted: imported on first use (they load Lightning)
+    if name in _ADAPTED:
+        from . import _nni_strategies
+
+        return getattr(_nni_strategies, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,12 @@
 """robustnas strategies: ARNAS, DSRNA and TAM-NAS as NNI exploration strategies, plus a registry.
 
 ``get_strategy(name, **kwargs)`` builds a strategy by name: ours (``arnas``,
-``dsrna``, ``tamnas``) or NNI's built-ins (``random``, ``evolution``, ``darts``,
-``gumbel-darts``, ``enas``, ``random-oneshot``). Other packages add strategies
-through the entry-point group ``robustnas.strategies`` (name -> ``module:attr``).
+``dsrna``, ``tamnas``) or every NNI 3.0 built-in: ``random``, ``grid-search``, ``evolution``,
+``tpe``, ``policy-rl`` (multi-trial) and ``darts``, ``gumbel-darts``, ``proxyless``, ``enas``,
+``random-oneshot`` (one-shot). ``tpe``, ``proxyless``, ``enas`` and ``policy-rl`` are NNI's
+classes adapted to every robustnas space (``robustnas.plugins._nni_strategies``, docs/nni.md);
+``enas`` and ``policy-rl`` need the optional extra ``rl`` (tianshou). Other packages add
+strategies through the entry-point group ``robustnas.strategies`` (name -> ``module:attr``).
 """
 
 from __future__ import annotations
@@ -32,10 +35,14 @@ STRATEGIES: dict[str, str | Callable[..., Any]] = {
     "dsrna": "robustnas.strategies.dsrna:DSRNA",
     "tamnas": "robustnas.strategies.tamnas:TAMNAS",
     "random": "nni.nas.strategy:Random",
+    "grid-search": "nni.nas.strategy:GridSearch",
     "evolution": "nni.nas.strategy:RegularizedEvolution",
+    "tpe": "robustnas.plugins._nni_strategies:TPE",
+    "policy-rl": "robustnas.plugins._nni_strategies:PolicyBasedRL",
     "darts": "nni.nas.strategy:DARTS",
     "gumbel-darts": "nni.nas.strategy:GumbelDARTS",
-    "enas": "nni.nas.strategy:ENAS",
+    "proxyless": "robustnas.plugins._nni_strategies:Proxyless",
+    "enas": "robustnas.plugins._nni_strategies:ENAS",
     "random-oneshot": "nni.nas.strategy:RandomOneShot",
 }
 
