@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustnas.plugins.evaluator.bounds import certified_accuracy, margin_lower_bound
+from robustnas.plugins.evaluator.bounds import BOUND_METHODS, certified_accuracy, margin_lower_bound
 
 from ._oneshot import Batch, RobustDartsModule, RobustOneShotStrategy, logits_of, preserved_buffers
 
@@ -84,18 +84,20 @@ def input_jacobian_norm(
 
 
 def bound_metric(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf", reduction: str = "ce"
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf", reduction: str = "ce",
+    method: str = "interval",
 ) -> torch.Tensor:
-    """DSRNA's certified-bound metric ``R_bound`` from interval bound propagation (larger = more robust).
+    """DSRNA's certified-bound metric ``R_bound`` from certified margin bounds (larger = more robust).
 
     ``reduction="ce"``: minus the cross-entropy of the worst-case logits ``-lb`` (the IBP
     robust loss of Gowal et al., 2018; smooth and scale-robust). ``"margin"``: the mean
-    over the batch of the minimum margin lower bound. The paper uses linear bounds
-    (docs/fidelity.md).
+    over the batch of the minimum margin lower bound. ``method``: ``"interval"`` (interval
+    bound propagation) or ``"crown"`` (linear bounds as the paper uses; tighter, costlier,
+    docs/fidelity.md).
     """
     if reduction not in BOUND_REDUCTIONS:
         raise ValueError(f"unknown bound reduction {reduction!r}; valid: {', '.join(BOUND_REDUCTIONS)}")
-    lb = margin_lower_bound(model, x, y, eps, norm)
+    lb = margin_lower_bound(model, x, y, eps, norm, method=method)
     if reduction == "margin":
         return lb.min(1).values.mean()
     worst_logits = -lb.masked_fill(torch.isinf(lb), 0.0)
@@ -107,7 +109,7 @@ class DsrnaLightningModule(RobustDartsModule):
 
     def __init__(self, training_module: Any, *, metric: str, gamma: float, q: float, jacobian_mode: str,
                  n_proj: int, eps: float, norm: str, bound_reduction: str, weight_reg: float,
-                 regularizer_warmup_epochs: int, **kwargs: Any) -> None:
+                 regularizer_warmup_epochs: int, bound_method: str = "interval", **kwargs: Any) -> None:
         super().__init__(training_module, **kwargs)
         self.metric = metric
         self.gamma = gamma
@@ -117,6 +119,7 @@ class DsrnaLightningModule(RobustDartsModule):
         self.eps = eps
         self.norm = norm
         self.bound_reduction = bound_reduction
+        self.bound_method = bound_method
         self.weight_reg = weight_reg
         self.regularizer_warmup_epochs = regularizer_warmup_epochs
         self.r_history: list[float] = []
@@ -131,7 +134,7 @@ class DsrnaLightningModule(RobustDartsModule):
             r = r - input_jacobian_norm(logits, x, q=self.q, mode=self.jacobian_mode, n_proj=self.n_proj)
         if self.metric in ("bound", "combined"):
             r = r + bound_metric(self.model, x.detach(), y, eps=self.eps, norm=self.norm,
-                                 reduction=self.bound_reduction)
+                                 reduction=self.bound_reduction, method=self.bound_method)
         return r
 
     def regularized(self) -> bool:
@@ -193,8 +196,8 @@ class DSRNA(RobustOneShotStrategy):
     - ``metric="jacobian"``: ``R = -E_x ||J(x)||_q`` (:func:`jacobian_norm`, exact input
       gradient of the top logit, or ``jacobian_mode="projection"``);
     - ``metric="bound"``: ``R`` from certified lower bounds of the logit margins within
-      ``eps`` by interval bound propagation through the mixed ops (:func:`bound_metric`;
-      the paper's linear bounds are tighter, docs/fidelity.md);
+      ``eps`` through the mixed ops (:func:`bound_metric`): interval bound propagation, or
+      with ``bound_method="crown"`` the linear bounds the paper uses (docs/fidelity.md);
     - ``metric="combined"``: ``R_bound + R_jacobian``.
 
     No adversarial training during search. The first ``warmup_epochs`` use plain
@@ -224,6 +227,7 @@ class DSRNA(RobustOneShotStrategy):
         jacobian_mode: str = "exact",
         n_proj: int = 1,
         bound_reduction: str = "ce",
+        bound_method: str = "interval",
         weight_reg: float = 0.0,
         warmup_epochs: int = 0,
         arch_warmup_epochs: int = 0,
@@ -238,6 +242,8 @@ class DSRNA(RobustOneShotStrategy):
             raise ValueError(f"unknown jacobian_mode {jacobian_mode!r}; valid: {', '.join(JACOBIAN_MODES)}")
         if bound_reduction not in BOUND_REDUCTIONS:
             raise ValueError(f"unknown bound_reduction {bound_reduction!r}; valid: {', '.join(BOUND_REDUCTIONS)}")
+        if bound_method not in BOUND_METHODS:
+            raise ValueError(f"unknown bound_method {bound_method!r}; valid: {', '.join(BOUND_METHODS)}")
         if q not in (1, 2):
             raise ValueError(f"q must be 1 or 2, got {q!r}")
         for name, value in (("gamma", gamma), ("weight_reg", weight_reg), ("warmup_epochs", warmup_epochs)):
@@ -249,13 +255,15 @@ class DSRNA(RobustOneShotStrategy):
         self.jacobian_mode = jacobian_mode
         self.n_proj = n_proj
         self.bound_reduction = bound_reduction
+        self.bound_method = bound_method
         self.weight_reg = weight_reg
         self.regularizer_warmup_epochs = warmup_epochs
 
     def module_kwargs(self) -> dict[str, Any]:
         return {"metric": self.metric, "gamma": self.gamma, "q": self.q, "jacobian_mode": self.jacobian_mode,
                 "n_proj": self.n_proj, "eps": self.eps, "norm": self.norm, "bound_reduction": self.bound_reduction,
-                "weight_reg": self.weight_reg, "regularizer_warmup_epochs": self.regularizer_warmup_epochs}
+                "weight_reg": self.weight_reg, "regularizer_warmup_epochs": self.regularizer_warmup_epochs,
+                "bound_method": self.bound_method}
 
     def extra_metrics(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """``jacobian_norm`` with batch statistics (as the search objective sees the supernet;

@@ -36,7 +36,7 @@ __all__ = [
     "train_step",
 ]
 
-_BOUNDS = ("interval_bounds", "margin_lower_bound", "certified_accuracy")
+_BOUNDS = ("interval_bounds", "linear_bounds", "margin_lower_bound", "certified_accuracy")
 
 
 def __getattr__(name: str):  # lazy: the bound propagation module is imported on first use

@@ -90,6 +90,9 @@ class EvaluatorConfig:
     With ``escalate`` (the default), a model that the ``fast`` mode flags is attacked again
     in ``standard`` mode, and its metrics say so (``attack: "standard"``).
     ``dataset_options`` go to :func:`load_dataset` (e.g. ``{"path": "my.npz"}``).
+    With ``certify``, ``certified_acc`` comes from the bounds named by ``bound_method``:
+    ``"interval"`` (interval bound propagation) or ``"crown"`` (linear bounds, tighter and
+    costlier; docs/evaluator.md, "Certified bounds").
     """
 
     dataset: str = "digits"
@@ -111,6 +114,7 @@ class EvaluatorConfig:
     device: str = "auto"
     seed: int = 0
     certify: bool = False
+    bound_method: str = "interval"
     escalate: bool = True
     progress: bool = True
 
@@ -136,6 +140,11 @@ class EvaluatorConfig:
         lr = self.lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
             raise ConfigError(f"lr must be a positive finite number, got {lr!r}")
+        from .bounds import BOUND_METHODS  # a constant; the bounds themselves load lazily
+
+        if self.bound_method not in BOUND_METHODS:
+            raise ConfigError(f"unknown bound_method {self.bound_method!r}; valid bound methods: "
+                              f"{', '.join(BOUND_METHODS)}")
         for name in ("download", "certify", "escalate", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -332,12 +341,14 @@ class RobustnessEvaluator:
         return robust, "standard", [escalated] + checked(second, robust)
 
     def _certify(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float | None, str | None]:
-        """Interval-bound certified accuracy, or ``(None, flag)`` naming an unsupported operation."""
+        """Certified accuracy from ``config.bound_method``'s bounds, or ``(None, flag)`` naming an
+        unsupported operation."""
         from .bounds import UnsupportedOpError, certified_accuracy  # imported lazily (DSRNA bounds)
 
         threat = self.threat
         try:
-            return float(certified_accuracy(model, x, y, eps=threat.eps, norm=threat.norm)), None
+            return float(certified_accuracy(model, x, y, eps=threat.eps, norm=threat.norm,
+                                            method=self.config.bound_method)), None
         except UnsupportedOpError as err:
             _logger.warning("certify: %s; certified_acc is None", err)
             return None, f"certify-unsupported: {err.op}"

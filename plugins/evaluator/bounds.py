@@ -10,7 +10,9 @@ that weight a stack of candidate outputs by softmaxed architecture parameters)
 as well as through frozen models, and they stay differentiable with respect to
 every plain tensor used in the forward (weights and architecture parameters).
 DSRNA (Hosseini, Yang, Xie, CVPR 2021) uses them as its certified-bound
-robustness metric; the paper uses tighter linear bounds (see docs/fidelity.md).
+robustness metric; the paper uses tighter linear bounds, which
+``margin_lower_bound(..., method="crown")`` gives (:mod:`._crown`; docs/evaluator.md,
+"Certified bounds").
 
 Supported ops: linear / conv (signed weights: ``center * W``, ``radius * |W|``),
 batch norm (eval mode: exact affine map; train mode: statistics of the
@@ -32,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustnas.plugins.errors import ConfigError
+
 _logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -39,12 +43,16 @@ __all__ = [
     "UnsupportedOpError",
     "NORMS",
     "input_box",
+    "BOUND_METHODS",
     "interval_bounds",
+    "linear_bounds",
     "margin_lower_bound",
     "certified_accuracy",
 ]
 
 NORMS = ("linf", "l2")
+#: Bound methods: interval bound propagation, or linear (CROWN-style) bounds (:mod:`._crown`).
+BOUND_METHODS = ("interval", "crown")
 
 
 
@@ -300,20 +308,23 @@ def _matmul(func, args, kwargs):
     return IntervalTensor(torch.matmul(a, b.center), torch.matmul(a.abs(), b.radius))
 
 
-@_register("batch_norm")
-def _batch_norm(func, args, kwargs):
-    x = args[0]
+def _batch_norm_affine(center: torch.Tensor, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(scale, shift)`` of ``F.batch_norm``, shaped to broadcast against ``center``.
+
+    Eval mode (running statistics): the exact affine map. Training mode: the batch statistics
+    of ``center`` (an approximation, docs/fidelity.md).
+    """
     running_mean = _arg(args, kwargs, 1, "running_mean")
     running_var = _arg(args, kwargs, 2, "running_var")
     weight = _arg(args, kwargs, 3, "weight")
     bias = _arg(args, kwargs, 4, "bias")
     training = _arg(args, kwargs, 5, "training", False)
     eps = _arg(args, kwargs, 7, "eps", 1e-5)
-    dims = [0] + list(range(2, x.center.dim()))
+    dims = [0] + list(range(2, center.dim()))
     if training or running_mean is None:
         # approximate: the batch statistics of the box centers (docs/fidelity.md)
-        mean = x.center.mean(dim=dims)
-        var = x.center.var(dim=dims, unbiased=False)
+        mean = center.mean(dim=dims)
+        var = center.var(dim=dims, unbiased=False)
     else:
         mean, var = running_mean, running_var
     scale = torch.rsqrt(var + eps)
@@ -322,8 +333,14 @@ def _batch_norm(func, args, kwargs):
     shift = -mean * scale
     if bias is not None:
         shift = shift + bias
-    shape = [1, -1] + [1] * (x.center.dim() - 2)
-    scale, shift = scale.view(shape), shift.view(shape)
+    shape = [1, -1] + [1] * (center.dim() - 2)
+    return scale.view(shape), shift.view(shape)
+
+
+@_register("batch_norm")
+def _batch_norm(func, args, kwargs):
+    x = args[0]
+    scale, shift = _batch_norm_affine(x.center, args, kwargs)
     return IntervalTensor(x.center * scale + shift, x.radius * scale.abs())
 
 
@@ -582,10 +599,31 @@ def interval_bounds(
     return out.lower, out.upper
 
 
+def _check_method(method: str) -> None:
+    if method not in BOUND_METHODS:
+        raise ConfigError(f"unknown bound method {method!r}; valid methods: {', '.join(BOUND_METHODS)}")
+
+
+def linear_bounds(
+    model: nn.Module, x: torch.Tensor, eps: float, norm: str = "linf"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper bounds of ``model``'s outputs over the ``eps``-ball from linear (CROWN-style)
+    bounds: :func:`interval_bounds`, tightened (never looser). See :mod:`._crown`."""
+    from ._crown import linear_bounds as _linear_bounds
+
+    return _linear_bounds(model, x, eps, norm)
+
+
 def margin_lower_bound(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf"
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf", method: str = "interval"
 ) -> torch.Tensor:
     """Lower bounds of ``logit_y - logit_j`` over the ``eps``-ball, shape ``(N, K)``.
+
+    ``method="interval"`` (the default): interval bound propagation. ``method="crown"``:
+    linear bounds (forward-mode CROWN / DeepPoly relaxations, :mod:`._crown`), intersected
+    with the interval bounds at every non-linearity, so never looser than ``"interval"``;
+    about ``D`` (input entries per example) times the cost. Both are differentiable with
+    respect to the model's parameters.
 
     Entry ``[n, y_n]`` is ``+inf`` so that ``.min(1)`` gives the worst-case
     margin. When the logits come straight out of a final ``F.linear`` (an
@@ -595,8 +633,13 @@ def margin_lower_bound(
     output is provably that layer's output as computed: the same box tensors,
     with unchanged version counters, so an in-place op on the logits
     (``z.mul_(s)``, ``z.add_(b)``) or on the layer's input after it ran sends
-    the bound back to the logit intervals.
+    the bound back to the logit intervals (with ``"crown"``: to the logits' linear bounds).
     """
+    _check_method(method)
+    if method == "crown":
+        from ._crown import linear_margin_lower_bound
+
+        return linear_margin_lower_bound(model, x, y, eps, norm)
     with _record_linear() as rec:
         out = _forward_interval(model, input_box(x, eps, norm))
     y = y.to(out.center.device).long()
@@ -623,14 +666,17 @@ def certified_accuracy(
     eps: float,
     norm: str = "linf",
     batch_size: int = 256,
+    method: str = "interval",
 ) -> float:
     """Fraction of points that are correctly classified and certified robust within ``eps``.
 
-    A point counts when the interval lower bound of every margin
-    ``logit_y - logit_j`` is positive. The model is evaluated in eval mode
-    (its mode is restored afterwards); inputs move to the model's device.
+    A point counts when the lower bound (``method``: ``"interval"`` or ``"crown"``, see
+    :func:`margin_lower_bound`) of every margin ``logit_y - logit_j`` is positive. The
+    model is evaluated in eval mode (its mode is restored afterwards); inputs move to the
+    model's device.
     """
     _check_norm(norm)
+    _check_method(method)
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} points but y has {len(y)}")
     if len(x) == 0:
@@ -653,10 +699,10 @@ def certified_accuracy(
                 if isinstance(clean, (tuple, list)):
                     clean = clean[0]
                 correct = clean.argmax(1) == yb
-                margin = margin_lower_bound(model, xb, yb, eps, norm).min(1).values
+                margin = margin_lower_bound(model, xb, yb, eps, norm, method=method).min(1).values
                 certified += int((correct & (margin > 0)).sum())
     finally:
         model.train(was_training)
     result = certified / len(x)
-    _logger.debug("certified accuracy %.4f at eps=%g (%s) on %d points", result, eps, norm, len(x))
+    _logger.debug("certified accuracy %.4f at eps=%g (%s, %s bounds) on %d points", result, eps, norm, method, len(x))
     return result
