@@ -4,7 +4,7 @@ Each benchmark runs as its own process (``benchmarks/bench_<name>.py``), writes
 ``benchmarks/results/<name>.json``, and this script reads those files back for the summary
 (and writes ``benchmarks/results/summary.json``).
 
-    .venv/bin/python benchmarks/run_all.py                 # all seven, in order
+    .venv/bin/python benchmarks/run_all.py                 # all nine, in order
     .venv/bin/python benchmarks/run_all.py autoattack scaleout --quick
 """
 
@@ -30,6 +30,9 @@ BENCHMARKS: dict[str, str] = {
     "search_quality": "5. search quality at equal budget vs random search (3 seeds)",
     "scaleout": "6. 2 Optuna workers vs 1 on one journal file",
     "table": "7. benchmark table: one lookup vs a live evaluation of the same cell",
+    "diagnostics": "8. one-shot diagnostics on the table: supernet rank tau, parameter-free exports, zero-cost proxies",
+    "jobs": "9. compare --jobs 2 on Ray vs --jobs 1: speed-up, identical results; Ray vs Dask overheads",
+    "bounds": "10. linear (CROWN) vs interval bounds: certified accuracy, margin bound, DSRNA step cost",
 }
 
 

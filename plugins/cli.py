@@ -110,7 +110,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- compare
-_COMPARE_FLAGS = ("preset", "space", "strategies", "seeds", "budget", "search_epochs", "top_k", "out") + _EVALUATOR_FLAGS
+_COMPARE_FLAGS = ("preset", "space", "strategies", "seeds", "budget", "search_epochs", "top_k", "out", "jobs",
+                  "cluster") + _EVALUATOR_FLAGS
 
 
 def _compare_config(args: argparse.Namespace, flags: Sequence[str]) -> Any:
@@ -315,6 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", dest="top_k", type=int, help="architectures retrained per strategy and seed")
     p.add_argument("--out", help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--jobs", type=int, help="tasks (unit searches, retrainings) running at once; above 1 they "
+                   "run on a local Ray instance (pip install 'robustnas[ray]'), with the results of one job "
+                   "(default 1: this process, no engine)")
+    p.add_argument("--cluster", help="run the tasks on an existing Ray cluster: auto, HOST:PORT or "
+                   "ray://HOST:PORT (the run folder must be on a file system every node sees)")
     p.add_argument("--dry-run", dest="dry_run", action="store_true",
                    help="validate everything, print the resolved configuration and the planned units "
                         "with a cost estimate; run and write nothing")

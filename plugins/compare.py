@@ -12,8 +12,11 @@ with the shared evaluator under one recipe and one threat model, and writes a ru
 - ``nni/``: NNI's experiment files (checkpoints, logs) of the NNI searches.
 
 An interrupted run continues with ``resume=True``: finished (strategy, seed) units are not redone,
-and Optuna studies continue from their storage. Everything is validated (names, numbers, nested
-evaluator and strategy settings, the device, the data) before the run folder is created. A failing
+and Optuna studies continue from their storage. ``jobs`` > 1 (or a ``cluster`` address) runs the
+units' searches and retrainings as tasks on Ray (:mod:`robustnas.plugins._parallel`), with the
+same results as one process: every task seeds itself before it builds anything. Everything is
+validated (names, numbers, nested evaluator and strategy settings, the device, the data, the
+engine's settings) before the run folder is created. A failing
 candidate (an exception, a NaN loss, out of memory) fails its own trial only; its reason is kept in
 ``results.json`` (``failures``) and in the report, and a unit left without any successful candidate
 is not marked done, so ``resume=True`` retries it.
@@ -29,15 +32,20 @@ import json
 import logging
 import math
 import os
+import random
 import sys
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from robustnas.plugins.errors import ConfigError, DataError, OutputError, RobustNASError
 from robustnas.strategies import population_for  # noqa: F401  (also compare.population_for)
+
+if TYPE_CHECKING:
+    from robustnas.plugins._parallel import InProcess, RayExecutor
 
 _logger = logging.getLogger(__name__)
 
@@ -49,7 +57,7 @@ HEARTBEAT_SECONDS = 5.0
 STALE_SECONDS = 60.0
 
 #: One-shot strategies train a supernet on the evaluator's data; the others evaluate candidates one by one.
-ONE_SHOT = ("arnas", "dsrna", "tamnas", "darts", "gumbel-darts", "enas", "random-oneshot")
+ONE_SHOT = ("arnas", "dsrna", "tamnas", "darts", "gumbel-darts", "proxyless", "enas", "random-oneshot")
 #: NNI multi-trial strategies driven by the shared evaluator.
 MULTI_TRIAL = ("random", "evolution")
 OPTUNA_PREFIX = "optuna-"
@@ -110,7 +118,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 class CompareConfig:
     """What a comparison runs. Budgets: ``budget`` candidates per multi-trial strategy and seed,
     ``search_epochs`` supernet epochs per one-shot strategy and seed; ``top_k`` architectures per
-    strategy and seed are retrained by the ``final`` evaluator configuration."""
+    strategy and seed are retrained by the ``final`` evaluator configuration.
+
+    ``jobs`` and ``cluster`` say where it runs, not what it computes (they are not part of the
+    fingerprint): ``jobs`` tasks at once, on a private local Ray instance, or on the Ray cluster
+    at ``cluster`` (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``); ``jobs=1`` without a cluster
+    runs in this process and needs no engine."""
 
     preset: str = "demo"
     dataset: str = "digits"
@@ -128,6 +141,8 @@ class CompareConfig:
     search: dict[str, Any] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
     out: str = ""
+    jobs: int = 1
+    cluster: str | None = None
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "CompareConfig":
@@ -215,6 +230,9 @@ class CompareConfig:
             raise ConfigError(f"seeds name one seed twice: {self.seeds}")
         if not isinstance(self.out, str) or not self.out:
             raise ConfigError(f"out must be a folder path, got {self.out!r}")
+        from robustnas.plugins._parallel import validate_jobs
+
+        validate_jobs(self.jobs, self.cluster)
         for phase in ("search", "final"):
             try:
                 _evaluator_config(self, phase, self.seeds[0])
@@ -225,10 +243,15 @@ class CompareConfig:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (not the output folder)."""
-        data = {k: v for k, v in self.to_dict().items() if k != "out"}
+        """Hash of everything that changes results (not the output folder, nor where the tasks run)."""
+        data = {k: v for k, v in self.to_dict().items() if k not in _WHERE_FIELDS}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
+
+#: Fields that say where a comparison runs, not what it computes: outside the fingerprint.
+_WHERE_FIELDS = ("out", "jobs", "cluster")
+#: Measured durations: they differ from run to run, so results are compared without them.
+MEASURED_KEYS = ("wall_seconds", "cpu_seconds", "train_seconds", "eval_seconds", "latency_ms")
 
 #: Evaluator settings that compare also takes at the top level (flags); they apply to both phases.
 EVALUATOR_FLAGS = ("root", "download", "eps", "norm", "recipe", "epochs", "attack", "n_examples", "device")
@@ -368,6 +391,7 @@ class RunFolder:
         return [strategy, seed] in self.data["done"]
 
     def add(self, strategy: str, seed: int, rows: list[dict[str, Any]]) -> None:
+        """Mark a unit done with its rows and save."""
         self.data["rows"].extend(rows)
         self.data["done"].append([strategy, seed])
         self.save()
@@ -376,6 +400,29 @@ class RunFolder:
         """Keep failed candidates (``strategy, seed, phase, sample, error``) and save."""
         self.data["failures"].extend(failures)
         self.save()
+
+    def add_unit(self, strategy: str, seed: int, rows: list[dict[str, Any]], failures: list[dict[str, Any]],
+                 order: Sequence[tuple[str, int]]) -> None:
+        """Keep a finished unit's rows and failed candidates (``phase, sample, error``) and save, once.
+
+        With rows the unit is done. Rows, failures and done units are kept in ``order`` (the
+        comparison's units), whichever unit finished first.
+        """
+        rank = {(s, sd): i for i, (s, sd) in enumerate(order)}
+
+        def by_unit(item: Any) -> int:
+            key = (item["strategy"], item["seed"]) if isinstance(item, dict) else tuple(item)
+            return rank.get(key, len(rank))
+
+        self.data["failures"].extend({"strategy": strategy, "seed": seed, **f} for f in failures)
+        self.data["failures"].sort(key=by_unit)
+        if rows:
+            self.data["rows"].extend(rows)
+            self.data["rows"].sort(key=by_unit)
+            self.data["done"].append([strategy, seed])
+            self.data["done"].sort(key=by_unit)
+        if rows or failures:
+            self.save()
 
     def save(self) -> None:
         write_text_atomic(self.results_path, json.dumps(self.data, indent=2))
@@ -404,18 +451,29 @@ def _evaluator_config(config: CompareConfig, phase: str, seed: int) -> Any:
     return EvaluatorConfig.from_dict(values)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch, NumPy's and Python's global generators: a task's result then depends on its
+    seed only, not on what ran before it in the same process (so ``jobs`` > 1 gives the results of
+    one process). NNI's ``space.freeze(sample)`` keeps the weights the space was built with, so
+    this comes before any space is built."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
 def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool = True) -> list[dict[str, Any]]:
     """Run one strategy once; return up to ``top_k`` entries ``{"record", "search_metrics", "search_cost"}``.
 
     Candidates that fail (their reason in ``"error"``) do not stop the search; inside
     :func:`compare` they are kept in ``results.json``. With no successful candidate the list is empty.
     """
-    import torch
-
     from robustnas.plugins.evaluator import RobustnessEvaluator
     from robustnas.search_spaces import export_record, get_space
 
-    torch.manual_seed(seed)
+    seed_everything(seed)
     space_name, space_kwargs = _space_for(config, strategy)
     evaluator = RobustnessEvaluator(_evaluator_config(config, "search", seed))
     bundle = evaluator.bundle
@@ -614,9 +672,12 @@ def _search_one_shot(config, strategy, space, evaluator, kwargs) -> dict[str, An
 
 # ---------------------------------------------------------------------------- compare
 def _retrain(config: CompareConfig, entry: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Retrain one architecture from scratch with the ``final`` settings; its initial weights
+    come from ``seed`` alone (:func:`seed_everything` before the network is built)."""
     from robustnas.plugins.evaluator import RobustnessEvaluator
     from robustnas.search_spaces import build_model
 
+    seed_everything(seed)
     record = copy.deepcopy(entry["record"])
     if config.final_space_kwargs and record["space"] == config.space:
         record["kwargs"].update(config.final_space_kwargs)
@@ -758,89 +819,206 @@ def compare(config: CompareConfig, resume: bool = False, progress: bool = True,
     """Run every strategy for every seed, retrain what each returns, write the run folder.
 
     Returns ``{"out", "rows", "summary", "failures", "unfinished"}``. ``on_unit_done(strategy, seed)``
-    is called after each (strategy, seed) unit is saved. Everything is validated (:func:`check`)
+    is called after each (strategy, seed) unit is saved. Everything is validated (:func:`check`),
+    and the engine started or the cluster reached (``config.jobs`` > 1 or ``config.cluster``),
     before the run folder is created. ``progress``: a progress bar in a terminal; elsewhere (a log
     file, a pipe) one line on stderr per finished step. A failing candidate fails alone (its reason
     goes to ``failures``); a unit without any successful candidate is left for ``resume=True``.
     """
-    from robustnas.plugins.nni import failure_reason
+    from robustnas.plugins._parallel import open_executor
 
     check(config)
-    folder = RunFolder(config, resume)
+    wants_gpu = any(getattr(config, phase).get("device", "auto") != "cpu" for phase in ("search", "final"))
+    executor = open_executor(config.jobs, config.cluster, wants_gpu)
     try:
-        return _run(config, folder, progress, on_unit_done, failure_reason)
+        folder = RunFolder(config, resume)
+        try:
+            return _run(config, folder, progress, on_unit_done, executor)
+        finally:
+            folder.close()
     finally:
-        folder.close()
+        executor.close()
+
+
+# ---------------------------------------------------------------------------- tasks
+def _search_task(config: CompareConfig, strategy: str, seed: int, progress: bool) -> dict[str, Any]:
+    """One unit's search, as a task: ``{"found", "failures", "seconds"}``, or ``{"error"}`` holding a
+    :class:`RobustNASError` (bad input: the driver stops the run). Runs in any process: the
+    comparison's process holds the run folder's lock meanwhile, so Optuna trials left RUNNING by a
+    killed run are dead ones (see :func:`_search_optuna`)."""
+    from robustnas.plugins.nni import failure_reason
+
+    failures: list[dict[str, Any]] = []
+    token = _FAILURES.set(failures)
+    folder = str(Path(config.out).resolve())
+    marked = folder not in _LOCKED_FOLDERS
+    _LOCKED_FOLDERS.add(folder)
+    t0 = time.perf_counter()
+    try:
+        found = run_search(config, strategy, seed, progress=progress)
+    except RobustNASError as exc:
+        return {"error": exc}
+    except Exception as exc:  # noqa: BLE001 - the whole search of this unit failed (e.g. a NaN supernet)
+        _logger.error("%s seed %d: the search failed", strategy, seed, exc_info=True)
+        failures.append({"phase": "search", "sample": None, "error": failure_reason(exc)})
+        found = []
+    finally:
+        _FAILURES.reset(token)
+        if marked:
+            _LOCKED_FOLDERS.discard(folder)
+    return {"found": found, "failures": failures, "seconds": time.perf_counter() - t0}
+
+
+def _retrain_task(config: CompareConfig, entry: dict[str, Any], strategy: str, seed: int) -> dict[str, Any]:
+    """One architecture's retraining, as a task: ``{"metrics", "seconds"}``, ``{"failure", "seconds"}``
+    when it fails alone, or ``{"error"}`` holding a :class:`RobustNASError`."""
+    from robustnas.plugins.nni import failure_reason
+
+    t0 = time.perf_counter()
+    try:
+        return {"metrics": _retrain(config, entry, seed), "seconds": time.perf_counter() - t0}
+    except RobustNASError as exc:
+        return {"error": exc}
+    except Exception as exc:  # noqa: BLE001 - this architecture fails alone
+        _logger.error("%s seed %d: retraining %s failed", strategy, seed, entry["record"]["sample"], exc_info=True)
+        return {"failure": failure_reason(exc), "seconds": time.perf_counter() - t0}
+
+
+@dataclass
+class _Unit:
+    """What the driver knows of one (strategy, seed) unit while its tasks run."""
+
+    number: int
+    strategy: str
+    seed: int
+    found: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    retrained: list[dict[str, Any] | None] = field(default_factory=list)
+    waiting: int = 0
+
+    def label(self, total: int) -> str:
+        return f"[{self.number}/{total}] {self.strategy} seed {self.seed}"
+
+
+def _lost(outcome: BaseException) -> str:
+    """The failure reason of a task whose worker died or was cancelled (one line)."""
+    return f"the task was lost (its worker died or was stopped): {type(outcome).__name__}: {outcome}".splitlines()[0]
 
 
 def _run(config: CompareConfig, folder: RunFolder, progress: bool,
-         on_unit_done: Callable[[str, int], None] | None, failure_reason: Callable[[BaseException], str]) -> dict[str, Any]:
+         on_unit_done: Callable[[str, int], None] | None, executor: InProcess | RayExecutor) -> dict[str, Any]:
+    """Drive the tasks: every unit's search, then a retraining task per architecture it returned.
+
+    At most ``config.jobs`` tasks run at once; a finished search puts its retrainings at the head
+    of the queue, so units finish (and are saved) as early as they can. A unit is saved as soon
+    as its last task ends, its rows in the place of the unit in ``(seed, strategy)`` order, so
+    ``results.json`` does not depend on which task finished first.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     lines = bool(progress) and not sys.stderr.isatty()
     say = _say(lines)
+    remote = executor.remote
+    task_config = dataclasses.replace(config, out=str(Path(config.out).resolve()))
 
     def best(extra: Sequence[dict[str, Any]] = ()) -> str:
         values = [r["metrics"]["robust_acc"] for r in [*folder.data["rows"], *extra]]
         return f"{max(values):.3f}" if values else "none yet"
 
-    units = [(s, seed) for seed in config.seeds for s in config.strategies]
+    order = [(s, seed) for seed in config.seeds for s in config.strategies]
+    units = {(s, seed): _Unit(number, s, seed) for number, (s, seed) in enumerate(order, 1)}
+    total = len(order)
+    if remote:
+        say(f"{config.jobs} job(s) on {executor.description}")
+    queue: deque[tuple[str, tuple[str, int], int]] = deque()
+    running: dict[tuple[str, tuple[str, int], int], str] = {}
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), disable=not progress or lines) as bar:
-        task = bar.add_task("compare", total=len(units))
-        for number, (strategy, seed) in enumerate(units, 1):
-            unit = f"[{number}/{len(units)}] {strategy} seed {seed}"
-            if folder.done(strategy, seed):
-                _logger.info("skip %s seed %d: done in an earlier run", strategy, seed)
-                say(f"{unit}: done in an earlier run, skipped")
+        task = bar.add_task("compare", total=total)
+        for key in order:
+            unit = units[key]
+            if folder.done(*key):
+                _logger.info("skip %s seed %d: done in an earlier run", unit.strategy, unit.seed)
+                say(f"{unit.label(total)}: done in an earlier run, skipped")
                 bar.advance(task)
-                continue
-            bar.update(task, description=f"{strategy} (seed {seed}): search")
-            failures: list[dict[str, Any]] = []
-            token = _FAILURES.set(failures)
-            t0 = time.perf_counter()
-            try:
-                found = run_search(config, strategy, seed, progress=progress)
-            except RobustNASError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the whole search of this unit failed (e.g. a NaN supernet)
-                _logger.error("%s seed %d: the search failed", strategy, seed, exc_info=True)
-                failures.append({"phase": "search", "sample": None, "error": failure_reason(exc)})
-                found = []
-            finally:
-                _FAILURES.reset(token)
-            say(f"{unit}: search {time.perf_counter() - t0:.1f} s, {len(found)} architecture(s) to retrain, "
-                f"{len(failures)} failed candidate(s); best robust acc so far {best()}")
-            rows = []
-            for i, entry in enumerate(found):
-                bar.update(task, description=f"{strategy} (seed {seed}): retrain {i + 1}/{len(found)}")
-                t1 = time.perf_counter()
-                try:
-                    metrics = _retrain(config, entry, seed)
-                except RobustNASError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - this architecture fails alone
-                    _logger.error("%s seed %d: retraining %s failed", strategy, seed, entry["record"]["sample"],
-                                  exc_info=True)
-                    failures.append({"phase": "retrain", "sample": entry["record"]["sample"],
-                                     "error": failure_reason(exc)})
-                    say(f"{unit}: retrain {i + 1}/{len(found)} failed after {time.perf_counter() - t1:.1f} s "
-                        f"({failures[-1]['error']}); best robust acc so far {best(rows)}")
-                    continue
-                rows.append({"strategy": strategy, "seed": seed, **entry, "metrics": metrics})
-                say(f"{unit}: retrain {i + 1}/{len(found)} {time.perf_counter() - t1:.1f} s, robust acc "
-                    f"{metrics['robust_acc']:.3f}; best robust acc so far {best(rows)}")
-            if failures:
-                folder.fail([{"strategy": strategy, "seed": seed, **f} for f in failures])
-            if rows:
-                folder.add(strategy, seed, rows)
             else:
-                _logger.warning("%s seed %d: no successful candidate; --resume retries this unit", strategy, seed)
-                say(f"{unit}: no successful candidate ({len(failures)} failure(s)); --resume retries it")
-            bar.advance(task)
-            if on_unit_done:
-                on_unit_done(strategy, seed)
+                queue.append(("search", key, 0))
+        while queue or executor.running:
+            while queue and executor.running < config.jobs:
+                job = queue.popleft()
+                kind, key, i = job
+                unit = units[key]
+                if kind == "search":
+                    executor.submit(job, _search_task, task_config, unit.strategy, unit.seed,
+                                    bool(progress) and not remote)
+                    running[job] = f"{unit.strategy} (seed {unit.seed}): search"
+                else:
+                    executor.submit(job, _retrain_task, task_config, unit.found[i], unit.strategy, unit.seed)
+                    running[job] = f"{unit.strategy} (seed {unit.seed}): retrain {i + 1}/{len(unit.found)}"
+                bar.update(task, description="; ".join(running.values()))
+            job, status, outcome = executor.next_done()
+            running.pop(job)
+            kind, key, i = job
+            unit = units[key]
+            if status == "ok" and "error" in outcome:
+                raise outcome["error"]
+            if kind == "search":
+                if status == "ok":
+                    unit.found, unit.failures = outcome["found"], outcome["failures"]
+                    seconds = f"{outcome['seconds']:.1f} s"
+                else:
+                    unit.failures = [{"phase": "search", "sample": None, "error": _lost(outcome)}]
+                    seconds = "lost"
+                unit.retrained = [None] * len(unit.found)
+                unit.waiting = len(unit.found)
+                say(f"{unit.label(total)}: search {seconds}, {len(unit.found)} architecture(s) to retrain, "
+                    f"{len(unit.failures)} failed candidate(s); best robust acc so far {best()}")
+                queue.extendleft(reversed([("retrain", key, j) for j in range(len(unit.found))]))
+            else:
+                unit.waiting -= 1
+                entry = unit.found[i]
+                done_rows = [r for r in unit.retrained if r and "metrics" in r]
+                if status == "ok" and "metrics" in outcome:
+                    row = {"strategy": unit.strategy, "seed": unit.seed, **entry, "metrics": outcome["metrics"]}
+                    unit.retrained[i] = row
+                    say(f"{unit.label(total)}: retrain {i + 1}/{len(unit.found)} {outcome['seconds']:.1f} s, "
+                        f"robust acc {outcome['metrics']['robust_acc']:.3f}; best robust acc so far "
+                        f"{best([*done_rows, row])}")
+                else:
+                    reason = outcome["failure"] if status == "ok" else _lost(outcome)
+                    unit.retrained[i] = {"failure": {"phase": "retrain", "sample": entry["record"]["sample"],
+                                                     "error": reason}}
+                    took = f" after {outcome['seconds']:.1f} s" if status == "ok" else ""
+                    say(f"{unit.label(total)}: retrain {i + 1}/{len(unit.found)} failed{took} "
+                        f"({reason}); best robust acc so far {best(done_rows)}")
+            if unit.waiting == 0:
+                _save_unit(folder, unit, order, say, total)
+                bar.advance(task)
+                if on_unit_done:
+                    on_unit_done(unit.strategy, unit.seed)
+            bar.update(task, description="; ".join(running.values()) or "compare")
     return _write_report(config, folder)
+
+
+def _save_unit(folder: RunFolder, unit: _Unit, order: Sequence[tuple[str, int]], say: Callable[[str], None],
+               total: int) -> None:
+    """Save a finished unit: its rows in architecture order, then its search and retraining failures."""
+    rows = [r for r in unit.retrained if r and "metrics" in r]
+    failures = unit.failures + [r["failure"] for r in unit.retrained if r and "failure" in r]
+    folder.add_unit(unit.strategy, unit.seed, rows, failures, order)
+    if not rows:
+        _logger.warning("%s seed %d: no successful candidate; --resume retries this unit", unit.strategy, unit.seed)
+        say(f"{unit.label(total)}: no successful candidate ({len(failures)} failure(s)); --resume retries it")
+
+
+def without_times(value: Any) -> Any:
+    """A copy of ``value`` (rows of ``results.json``, or any JSON) without the measured durations
+    (:data:`MEASURED_KEYS`): what two runs of the same comparison must have in common."""
+    if isinstance(value, dict):
+        return {k: without_times(v) for k, v in value.items() if k not in MEASURED_KEYS}
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    return value
 
 
 def _write_report(config: CompareConfig, folder: RunFolder) -> dict[str, Any]:
