@@ -4,7 +4,7 @@ Each benchmark runs as its own process (``benchmarks/bench_<name>.py``), writes
 ``benchmarks/results/<name>.json``, and this script reads those files back for the summary
 (and writes ``benchmarks/results/summary.json``).
 
-    .venv/bin/python benchmarks/run_all.py                 # all nine, in order
+    .venv/bin/python benchmarks/run_all.py                 # all twelve, in order
     .venv/bin/python benchmarks/run_all.py autoattack scaleout --quick
 """
 
@@ -33,6 +33,8 @@ BENCHMARKS: dict[str, str] = {
     "diagnostics": "8. one-shot diagnostics on the table: supernet rank tau, parameter-free exports, zero-cost proxies",
     "jobs": "9. compare --jobs 2 on Ray vs --jobs 1: speed-up, identical results; Ray vs Dask overheads",
     "bounds": "10. linear (CROWN) vs interval bounds: certified accuracy, margin bound, DSRNA step cost",
+    "table_compare": "11. 20-seed multi-trial comparison on the table; one-shot supernet epochs vs NNI DARTS",
+    "oneshot_fixes": "12. DSRNA exports on the table: parameter-free drift and the fixes",
 }
 
 

@@ -291,19 +291,22 @@ def _check(bench: Benchmark, strategies: Sequence[str], seeds: Sequence[int], bu
     return strategies, seeds
 
 
-#: At most this many misses per query of the budget (a unit on a very partial table may end
-#: with fewer queries: Optuna's samplers slow down with thousands of failed trials).
+#: At most this many misses per query of the budget, or :data:`MAX_MISSES` if more (a unit on
+#: a very partial table may end with fewer queries: Optuna's samplers slow down with thousands
+#: of failed trials, about 3 ms each at 5,000).
 MAX_MISSES_PER_QUERY = 30
+MAX_MISSES = 5000
 
 
 def _free_misses(bench: Benchmark, budget: int, missing: str) -> int:
     """Misses a multi-trial unit may spend beyond its budget (``missing="auto"`` on a partial
     table): enough for ``budget`` hits at the table's coverage, three times over, capped at
-    :data:`MAX_MISSES_PER_QUERY` per query of the budget."""
+    :data:`MAX_MISSES_PER_QUERY` per query of the budget or :data:`MAX_MISSES`, whichever is more."""
     if missing != "auto" or bench.complete:
         return 0
     coverage = max(len(bench), 1) / bench.size
-    return min(int(math.ceil(3 * budget * (1 - coverage) / coverage)) + budget, MAX_MISSES_PER_QUERY * budget)
+    return min(int(math.ceil(3 * budget * (1 - coverage) / coverage)) + budget,
+               max(MAX_MISSES_PER_QUERY * budget, MAX_MISSES))
 
 
 def compare_on_table(bench: Benchmark, strategies: Sequence[str] = TABLE_STRATEGIES, seeds: Sequence[int] = range(20),
