@@ -120,14 +120,17 @@ def _quiet() -> Iterator[None]:
     the previous levels are restored."""
     import optuna
 
-    nni_logger = logging.getLogger("nni")
-    nni_level, optuna_level = nni_logger.level, optuna.logging.get_verbosity()
-    nni_logger.setLevel(logging.CRITICAL)
+    # NNI's per-trial lines, and Lightning's "GPU available" / tip lines of every one-shot unit
+    loggers = [logging.getLogger(name) for name in ("nni", "pytorch_lightning", "lightning.pytorch", "lightning")]
+    levels, optuna_level = [lg.level for lg in loggers], optuna.logging.get_verbosity()
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL if lg.name == "nni" else logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         yield
     finally:
-        nni_logger.setLevel(nni_level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
         optuna.logging.set_verbosity(optuna_level)
 
 
