@@ -418,8 +418,9 @@ def compare_on_table(bench: Benchmark, strategies: Sequence[str] = TABLE_STRATEG
                      unit["n_queries"], unit["failed"], skipped, unit["regret"], wall)
 
     result: dict[str, Any] = {
-        "table": {"name": bench.name, "source": str(bench.source), "cells": len(bench), "complete": bench.complete,
-                  "size": bench.size, "live_cells": len(live), **target.to_dict()},
+        "table": {**target.to_dict(), "name": bench.name, "source": str(bench.source), "cells": len(bench),
+                  "complete": bench.complete, "size": bench.size, "live_cells": len(live),
+                  "target_cells": target.cells},
         "objective": objective, "direction": target.direction, "budget": int(budget), "seeds": seeds,
         "baseline": baseline if baseline in strategies else None, "alpha": ALPHA, "confidence": confidence,
         "optuna_objectives": list(optuna_objectives), "missing": missing, "epochs": int(epochs),
