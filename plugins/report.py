@@ -23,12 +23,15 @@ def hypervolume_reference(rows: Iterable[dict[str, Any]]) -> list[float]:
 
 
 def _hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """The hypervolume of ``points`` divided by that of the reference box (accuracies 1, 0
+    parameters against the reference): the share of the box the points dominate, in [0, 1]."""
     from robustnas.strategies.pareto import hypervolume
 
     if not points:
         return 0.0
     directions = ["maximize", "maximize", "minimize"]
-    return float(hypervolume(points, reference, directions))
+    box = 1.0 * 1.0 * float(reference[2])
+    return float(hypervolume(points, reference, directions)) / box
 
 
 def _mean_spread(values: Sequence[float]) -> tuple[float, float]:
@@ -44,7 +47,9 @@ def summarise(rows: Sequence[dict[str, Any]], strategies: Sequence[str] | None =
 
     Per seed: search wall seconds, candidates evaluated, the best clean accuracy, the best AutoAttack
     accuracy with the parameter count of that model, and the hypervolume of that seed's retrained
-    architectures (clean up, robust up, params down; reference from :func:`hypervolume_reference`).
+    architectures (clean up, robust up, params down; reference from :func:`hypervolume_reference`),
+    normalised to [0, 1] by the reference box (1 = a model with clean and AutoAttack accuracy
+    1 and no parameters).
     Each figure is then given as mean and standard deviation over seeds.
     """
     reference = hypervolume_reference(rows)
@@ -80,7 +85,7 @@ _COLUMNS = (
     ("best_clean_acc", "best clean", "{:.3f}"),
     ("best_robust_acc", "best AutoAttack", "{:.3f}"),
     ("params_of_best", "params (best AA)", "{:,.0f}"),
-    ("hypervolume", "hypervolume", "{:.4g}"),
+    ("hypervolume", "hypervolume", "{:.3f}"),
 )
 
 

@@ -125,10 +125,13 @@ def test_report_has_one_row_per_strategy_traced_to_results_json(tiny_run):
         assert entry["search_seconds"] == mine[0]["search_cost"]["wall_seconds"]
         points = [[r["metrics"][k] for k in ("clean_acc", "robust_acc", "params")] for r in mine]
         reference = hypervolume_reference(rows)
-        assert entry["hypervolume"] == pytest.approx(hypervolume(points, reference, ["maximize", "maximize", "minimize"]))
+        box = reference[2]  # the reference box: accuracies 0 to 1, parameters 0 to the reference
+        assert entry["hypervolume"] == pytest.approx(
+            hypervolume(points, reference, ["maximize", "maximize", "minimize"]) / box)
+        assert 0.0 <= entry["hypervolume"] <= 1.0
         if best["metrics"]["robust_acc"] > 0:  # a box of positive volume under the best point
             assert entry["hypervolume"] >= best["metrics"]["clean_acc"] * best["metrics"]["robust_acc"] * (
-                reference[2] - best["metrics"]["params"]) * (1 - 1e-9)
+                reference[2] - best["metrics"]["params"]) / box * (1 - 1e-9)
         line = next(l for l in table_rows if l.split("|")[1].strip() == entry["strategy"])
         assert f"{entry['best_robust_acc']:.3f}" in line and f"{entry['params_of_best']:,.0f}" in line
     assert hypervolume_reference(rows)[2] == pytest.approx(1.1 * max(r["metrics"]["params"] for r in rows))
