@@ -116,7 +116,8 @@ def test_evaluator_stage_timers_time_the_stages_and_restore_the_functions():
 def test_run_all_rejects_an_unknown_benchmark_name():
     run_all = _load("run_all")
     assert list(run_all.BENCHMARKS) == ["adv_training", "autoattack", "evaluator", "oneshot", "search_quality",
-                                        "scaleout", "table"]
+                                        "scaleout", "table", "diagnostics", "jobs", "bounds", "table_compare",
+                                        "oneshot_fixes"]
     with pytest.raises(SystemExit):
         run_all.main(["no-such-bench"])
     for name in run_all.BENCHMARKS:
