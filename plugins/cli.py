@@ -90,12 +90,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from robustnas.plugins.evaluator import DATASETS, RECIPES
     from robustnas.plugins.optuna import SAMPLERS
     from robustnas.plugins.compare import PRESETS
-    from robustnas.search_spaces import SPACES
-    from robustnas.strategies import STRATEGIES
+    from robustnas.search_spaces import available_spaces
+    from robustnas.strategies import available_strategies
 
     rows = {
-        "spaces": sorted(SPACES),
-        "strategies": sorted(STRATEGIES) + [f"optuna-{s}" for s in sorted(SAMPLERS)],
+        "spaces": sorted(available_spaces()),
+        "strategies": sorted(available_strategies()) + [f"optuna-{s}" for s in sorted(SAMPLERS)],
         "samplers": sorted(SAMPLERS),
         "datasets": list(DATASETS),
         "recipes": list(RECIPES),

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from robustnas.plugins.errors import ConfigError, DataError, OutputError, RobustNASError
-from robustnas.strategies import population_for  # noqa: F401  (also compare.population_for)
+from robustnas.strategies import is_one_shot, is_threat_aware, population_for  # noqa: F401  (also compare.population_for)
 
 if TYPE_CHECKING:
     from robustnas.plugins._parallel import InProcess, RayExecutor
@@ -56,10 +56,8 @@ HEARTBEAT_SECONDS = 5.0
 #: Without the run folder's lock, a RUNNING trial is taken as dead after this many silent seconds.
 STALE_SECONDS = 60.0
 
-#: One-shot strategies train a supernet on the evaluator's data; the others evaluate candidates one by one.
-ONE_SHOT = ("arnas", "dsrna", "tamnas", "darts", "gumbel-darts", "proxyless", "enas", "random-oneshot")
-#: NNI multi-trial strategies driven by the shared evaluator.
-MULTI_TRIAL = ("random", "evolution")
+#: Whether a strategy is one-shot (trains a supernet on the evaluator's data) or threat-aware is
+#: asked of its class (robustnas.strategies.is_one_shot / is_threat_aware), entry points included.
 OPTUNA_PREFIX = "optuna-"
 
 #: The demo's search-time evaluator: FGSM-RS adversarial training (Wong et al. 2020), two passes
@@ -258,11 +256,12 @@ EVALUATOR_FLAGS = ("root", "download", "eps", "norm", "recipe", "epochs", "attac
 
 
 def valid_strategy_names() -> set[str]:
-    """Our strategies, NNI's built-ins and ``optuna-<sampler>`` for every Optuna sampler."""
+    """Every registered strategy (built-in, registered, entry points) and ``optuna-<sampler>``
+    for every Optuna sampler."""
     from robustnas.plugins.optuna import SAMPLERS
-    from robustnas.strategies import STRATEGIES
+    from robustnas.strategies import available_strategies
 
-    return set(STRATEGIES) | {OPTUNA_PREFIX + s for s in SAMPLERS}
+    return set(available_strategies()) | {OPTUNA_PREFIX + s for s in SAMPLERS}
 
 
 # ---------------------------------------------------------------------------- the run folder
@@ -485,7 +484,7 @@ def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool =
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if strategy.startswith(OPTUNA_PREFIX):
         candidates = _search_optuna(config, strategy, seed, space, evaluator, kwargs)
-    elif strategy in ONE_SHOT:
+    elif is_one_shot(strategy):
         candidates = _search_one_shot(config, strategy, space, evaluator, kwargs)
     else:
         candidates = _search_multi_trial(config, strategy, space, evaluator, kwargs)
@@ -646,15 +645,13 @@ def _search_multi_trial(config, strategy, space, evaluator, kwargs) -> dict[str,
             "failures": failures}
 
 
-#: Our one-shot strategies take the threat model of the run.
-_THREAT_AWARE = ("arnas", "dsrna", "tamnas")
 
 
 def _search_one_shot(config, strategy, space, evaluator, kwargs) -> dict[str, Any]:
     from robustnas.plugins.nni import classification_evaluator, run_experiment
     from robustnas.strategies import get_strategy
 
-    if strategy in _THREAT_AWARE:
+    if is_threat_aware(strategy):
         kwargs = {"eps": evaluator.threat.eps, "norm": evaluator.threat.norm, **kwargs}
     strat = get_strategy(strategy, **kwargs)
     lightning = classification_evaluator(evaluator.bundle, max_epochs=config.search_epochs,
@@ -689,7 +686,7 @@ def _retrain(config: CompareConfig, entry: dict[str, Any], seed: int) -> dict[st
 def _strategy_kind(strategy: str) -> str:
     if strategy.startswith(OPTUNA_PREFIX):
         return "optuna"
-    return "one-shot" if strategy in ONE_SHOT else "multi-trial"
+    return "one-shot" if is_one_shot(strategy) else "multi-trial"
 
 
 def check(config: CompareConfig) -> dict[str, Any]:
@@ -734,7 +731,7 @@ def check(config: CompareConfig) -> dict[str, Any]:
             if strategy.startswith(OPTUNA_PREFIX):
                 make_sampler(strategy[len(OPTUNA_PREFIX):], seed=seed, **kwargs)
             else:
-                if strategy in _THREAT_AWARE:
+                if is_threat_aware(strategy):
                     kwargs = {"eps": threats["search"].eps, "norm": threats["search"].norm, **kwargs}
                 get_strategy(strategy, **kwargs)
         except (TypeError, ValueError) as exc:

@@ -25,7 +25,8 @@ from robustnas.plugins.errors import ConfigError
 _logger = logging.getLogger(__name__)
 
 __all__ = ["ARNAS", "DSRNA", "TAMNAS", "STRATEGIES", "ENTRY_POINT_GROUP", "available_strategies", "get_strategy",
-           "register_strategy", "strategy_factory", "takes_seed", "mgda_two_task"]
+           "register_strategy", "strategy_factory", "takes_seed", "is_one_shot", "is_threat_aware",
+           "mgda_two_task"]
 
 ENTRY_POINT_GROUP = "robustnas.strategies"
 
@@ -115,6 +116,22 @@ def takes_seed(name: str) -> bool:
     except (TypeError, ValueError):  # callables without a readable signature
         return False
     return "seed" in params and params["seed"].kind is not inspect.Parameter.VAR_KEYWORD
+
+
+def is_one_shot(name: str) -> bool:
+    """Whether the strategy registered as ``name`` trains a supernet: its class is an NNI
+    ``OneShotStrategy`` (as NNI's ``is_supernet`` asks the space, this asks the class)."""
+    from nni.nas.oneshot.pytorch.strategy import OneShotStrategy
+
+    factory = strategy_factory(name)
+    return inspect.isclass(factory) and issubclass(factory, OneShotStrategy)
+
+
+def is_threat_aware(name: str) -> bool:
+    """Whether the strategy registered as ``name`` takes the threat model (``eps``, ``norm``):
+    its class says so with ``threat_aware = True`` (ARNAS, DSRNA, TAM-NAS); callers pass the
+    run's threat to those. A plugin strategy declares the same attribute."""
+    return bool(getattr(strategy_factory(name), "threat_aware", False))
 
 
 def __getattr__(name: str) -> Any:  # lazy: TAM-NAS lives in its own module

@@ -294,6 +294,8 @@ class RobustOneShotStrategy(DARTS):
 
     module_class: type[RobustDartsModule] = RobustDartsModule
     objectives: tuple[str, ...] = ("clean_acc", "pgd_acc", "params")
+    #: Takes the threat model (``eps``, ``norm``): ``robustnas.strategies.is_threat_aware``.
+    threat_aware: bool = True
 
     def __init__(
         self,

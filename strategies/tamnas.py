@@ -126,10 +126,14 @@ class TAMNAS(RandomOneShot):
     Example::
 
         strategy = TAMNAS(dataset="digits", population_size=8, generations=3)
-        NasExperiment(TinyRobustSpace(input_shape=(1, 8, 8)), classification_evaluator, strategy).run()
+        evaluator = classification_evaluator(load_dataset("digits"), max_epochs=1)
+        NasExperiment(TinyRobustSpace(input_shape=(1, 8, 8)), evaluator, strategy).run()
         strategy.pareto_front()          # [{"sample": ..., "metrics": ...}, ...]
         print(strategy.layer_statistics()["markdown"])
     """
+
+    #: Takes the threat model (``eps``, ``norm``): ``robustnas.strategies.is_threat_aware``.
+    threat_aware: bool = True
 
     def __init__(
         self,

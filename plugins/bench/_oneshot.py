@@ -50,8 +50,6 @@ _VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "tamnas": ("tamnas", {}),
     "darts": ("darts", {}),
 }
-#: Our strategies take the threat model of the table; NNI's DARTS trains on clean data.
-_THREAT_AWARE = ("arnas", "dsrna", "tamnas")
 
 
 class LiveCells:
@@ -141,11 +139,11 @@ def _seed_everything(seed: int) -> None:
 
 
 def _strategy(name: str, seed: int, bundle: Any, kwargs: Mapping[str, Any]) -> Any:
-    from robustnas.strategies import get_strategy, takes_seed
+    from robustnas.strategies import get_strategy, is_threat_aware, takes_seed
 
     registry_name, defaults = _VARIANTS[name]
     options = {**defaults, **dict(kwargs)}
-    if registry_name in _THREAT_AWARE:
+    if is_threat_aware(registry_name):  # ours take the table's threat; NNI's DARTS trains on clean data
         options = {"eps": bundle.threat.eps, "norm": bundle.threat.norm, **options}
     if "seed" not in options and takes_seed(registry_name):
         options["seed"] = seed
