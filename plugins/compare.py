@@ -35,12 +35,12 @@ import os
 import random
 import sys
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from robustnas.plugins._io import write_text_atomic  # noqa: F401  (also compare.write_text_atomic)
 from robustnas.plugins.errors import ConfigError, DataError, OutputError, RobustNASError
 from robustnas.strategies import is_one_shot, is_threat_aware, population_for  # noqa: F401  (also compare.population_for)
 
@@ -265,24 +265,6 @@ def valid_strategy_names() -> set[str]:
 
 
 # ---------------------------------------------------------------------------- the run folder
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename.
-
-    The file gets the ordinary permissions of a new file (0644 under a 022 umask), not
-    ``mkstemp``'s 0600, and a crash leaves either the old file or the new one.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _read_json(path: Path, what: str) -> Any:
     """The JSON content of ``path``; a :class:`DataError` naming the file when it is not JSON."""
     try:

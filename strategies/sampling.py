@@ -35,7 +35,6 @@ from typing import Any
 
 import optuna
 from nni.mutable import Categorical, CategoricalMultiple, Constraint, MutableAnnotation, Numerical
-from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 _logger = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from robustnas.plugins._io import write_text_atomic
 from robustnas.plugins.errors import ConfigError, DataError
 
 from ._protocol import PHASES, Protocol, run_cell
@@ -289,7 +290,7 @@ def build_table(
                 "build into a new folder to change them"
             )
     else:
-        _atomic_write(meta_path, json.dumps(_meta(protocol, plan, name), indent=2) + "\n")
+        write_text_atomic(meta_path, json.dumps(_meta(protocol, plan, name), indent=2) + "\n")
     rows_path = folder / ROWS_FILE
     rows = read_rows(rows_path, repair=True)
     done = {(r["phase"], r["key"], r["seed"]) for r in rows}
@@ -358,8 +359,4 @@ def _results(todo: list[Task], protocol: Protocol, device: str, workers: int, th
         pool.join()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 

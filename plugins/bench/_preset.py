@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustnas.plugins._io import write_text_atomic
 from robustnas.plugins.errors import ConfigError, OutputError
 
 from ._compare import (
@@ -127,12 +128,6 @@ class BenchConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    from robustnas.plugins.compare import write_text_atomic
-
-    write_text_atomic(path, text)
-
-
 def _folder(config: BenchConfig, resume: bool) -> Path:
     out = Path(config.out)
     stored = out / "config.json"
@@ -150,7 +145,7 @@ def _folder(config: BenchConfig, resume: bool) -> Path:
         raise OutputError(f"run folder {out} exists and is not a bench comparison; choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(stored, json.dumps(config.to_dict(), indent=2) + "\n")
+        write_text_atomic(stored, json.dumps(config.to_dict(), indent=2) + "\n")
     except OSError as err:
         raise OutputError(f"cannot write the run folder {out}: {err}") from err
     return out
@@ -242,16 +237,16 @@ def run_bench(config: BenchConfig, resume: bool = False, progress: bool = True) 
             bench, config.strategies, config.seeds, config.budget, config.objective, epochs=config.epochs,
             batches=config.batches, strategy_kwargs=config.strategy_kwargs, missing=config.missing,
             live=out / "live.jsonl", progress=say, journal=out / "units.jsonl")
-        _write_atomic(out / "results.json", json.dumps(result, indent=1, default=float) + "\n")
+        write_text_atomic(out / "results.json", json.dumps(result, indent=1, default=float) + "\n")
         plot_anytime(result, out / "anytime.png")
         report = report_markdown(result)
         retrain = None
         if config.retrain:
             retrain = _retrain_picks(config, bench, result, say)
-            _write_atomic(out / "retrain.json", json.dumps(retrain, indent=1) + "\n")
+            write_text_atomic(out / "retrain.json", json.dumps(retrain, indent=1) + "\n")
             report += "\n" + _retrain_markdown(retrain, config.objective)
         report = f"# robustnas compare: preset bench\n\n{report}\n![anytime curves](anytime.png)\n"
-        _write_atomic(out / "report.md", report)
+        write_text_atomic(out / "report.md", report)
         say(f"report: {out / 'report.md'}")
     finally:
         log.close()
