@@ -14,14 +14,16 @@ never touched; the model's train/eval flags are restored afterwards.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._utils import eval_mode, logits_of, model_device
+from ._utils import device_for, eval_mode, logits_of
 from .data import ThreatModel
+
+__all__ = ["LossFn", "perturb", "pgd", "fgsm", "accuracy", "pgd_accuracy"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -102,15 +104,8 @@ def _ce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def pgd(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float,
-    norm: str = "linf",
-    steps: int = 10,
-    alpha: float | None = None,
-    random_start: bool = True,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf", steps: int = 10,
+    alpha: float | None = None, random_start: bool = True,
 ) -> torch.Tensor:
     """Untargeted PGD on the cross-entropy loss (Madry et al., ICLR 2018), batched.
 
@@ -131,49 +126,38 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm
         return perturb(model, x, _ce_sum, y, eps=eps, norm=norm, steps=1, alpha=eps, random_start=False)
 
 
-@torch.no_grad()
-def accuracy(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    batch_size: int = 256,
-    device: str | torch.device | None = None,
+def _share_correct(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, device: str | torch.device | None,
+    attack: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
-    """Top-1 accuracy of ``model`` on the tensors ``(x, y)``, in eval mode, in batches."""
+    """Share of ``(x, y)`` that ``model`` classifies correctly, in batches on ``device`` (default: the
+    model's), each batch first replaced by ``attack(xb, yb)`` when given; eval mode, no gradients."""
     if len(x) == 0:
         raise ValueError("accuracy of an empty set is undefined (got 0 examples)")
-    dev = model_device(model) if device is None else torch.device(device)
-    correct = 0
-    with eval_mode(model, frozen=False):
-        for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size].to(dev)
-            yb = y[start : start + batch_size].to(dev)
-            correct += int((logits_of(model(xb)).argmax(1) == yb).sum())
-    return correct / len(x)
-
-
-def pgd_accuracy(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    eps: float,
-    norm: str = "linf",
-    steps: int = 20,
-    alpha: float | None = None,
-    batch_size: int = 256,
-    device: str | torch.device | None = None,
-) -> float:
-    """Accuracy under PGD-``steps`` (random start), computed in batches."""
-    if len(x) == 0:
-        raise ValueError("accuracy of an empty set is undefined (got 0 examples)")
-    dev = model_device(model) if device is None else torch.device(device)
+    dev = device_for(model, device)
     correct = 0
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(dev)
         yb = y[start : start + batch_size].to(dev)
-        adv = pgd(model, xb, yb, eps=eps, norm=norm, steps=steps, alpha=alpha)
+        if attack is not None:
+            xb = attack(xb, yb)
         with torch.no_grad(), eval_mode(model, frozen=False):
-            correct += int((logits_of(model(adv)).argmax(1) == yb).sum())
+            correct += int((logits_of(model(xb)).argmax(1) == yb).sum())
     return correct / len(x)
+
+
+def accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> float:
+    """Top-1 accuracy of ``model`` on the tensors ``(x, y)``, in eval mode, in batches."""
+    return _share_correct(model, x, y, batch_size, device)
+
+
+def pgd_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int = 20, batch_size: int = 256,
+    device: str | torch.device | None = None, **attack: Any,
+) -> float:
+    """Accuracy under PGD-``steps`` (random start), computed in batches; ``attack`` are the other
+    keyword arguments of :func:`pgd` (``eps`` required, ``norm``, ``alpha``)."""
+    return _share_correct(model, x, y, batch_size, device, lambda xb, yb: pgd(model, xb, yb, steps=steps, **attack))

@@ -22,28 +22,36 @@ pyautoattack's own checks (Croce and Hein's ``checks.py``: zero gradients, Squar
 the white-box attacks, probability outputs, randomised or dynamic defenses, too few
 classes) log warnings that a silenced logger would swallow. :func:`autoattack_evaluation`
 captures them on a private logger and turns each into a flag (``AA_FLAGS``), then forwards
-every message to the ``auto-attack`` logger as before.
+every message to the ``auto-attack`` logger too.
+
+Each mode is an :class:`AttackMode` object in the ``MODES`` registry (what it runs, what it
+costs, which mode a flagged run escalates to); :func:`register_attack` adds one
+(docs/internals.md, "Adding a recipe, an attack or a metric").
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import io
 import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ._utils import LogitsOnly, eval_mode, model_device, resolve_device
+from ._registry import Registry
+from ._utils import LogitsOnly, device_for, eval_mode
 from .data import ThreatModel
 
-_logger = logging.getLogger(__name__)
+__all__ = ["FAST_TARGET_CLASSES", "FAST_MODE", "AttackMode", "StandardAutoAttack", "FastAutoAttack", "MODES",
+           "register_attack", "build_autoattack", "AA_FLAGS", "AutoAttackResult", "autoattack_evaluation",
+           "autoattack_accuracy"]
 
-MODES: tuple[str, ...] = ("standard", "fast")
+_logger = logging.getLogger(__name__)
 
 #: APGD-T target classes in ``fast`` mode at L-inf (standard uses 9).
 FAST_TARGET_CLASSES = 3
@@ -64,46 +72,111 @@ class _LogWriter(io.TextIOBase):
         return len(text)
 
 
-def build_autoattack(
-    model: nn.Module,
-    *,
-    norm: str,
-    eps: float,
-    mode: str = "fast",
-    num_classes: int = 10,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-) -> Any:
-    """A configured ``pyautoattack.AutoAttack`` for ``mode`` (see the module docstring)."""
-    from pyautoattack import AutoAttack
+class AttackMode(abc.ABC):
+    """One way to run AutoAttack: the evaluator's ``attack`` setting names it.
 
-    if mode not in MODES:
-        raise ValueError(f"unknown AutoAttack mode {mode!r}; valid modes: {', '.join(MODES)}")
-    threat = ThreatModel(norm, eps)
-    dev = model_device(model) if device is None else resolve_device(device)
-    pyaa_norm = _PYAA_NORMS[threat.norm]
-    targets = max(1, min(9, num_classes - 1))
-    if mode == "standard":
-        adversary = AutoAttack(model, norm=pyaa_norm, eps=threat.eps, version="standard", device=dev, seed=seed)
-        attacks = ["apgd-ce", "apgd-t", "fab-t", "square"] if num_classes >= 4 else ["apgd-ce", "square"]
-        if num_classes < 4:  # targeted DLR needs the 4 largest logits
+    :meth:`build` configures a ``pyautoattack.AutoAttack`` for a model and threat model;
+    :func:`autoattack_evaluation` runs it and turns its checks into flags. ``passes`` is an
+    upper bound of the forward-backward passes per attacked point (the comparison harness
+    plans with it); a run of a mode with ``escalate_to`` set that raises a flag is redone in
+    that mode (``EvaluatorConfig.escalate``). Register a new mode with :func:`register_attack`.
+    """
+
+    #: The name ``EvaluatorConfig.aa_mode`` (and ``--aa-mode``) selects the mode by.
+    name: ClassVar[str]
+    #: Upper bound of forward-backward passes per attacked point.
+    passes: ClassVar[int]
+    #: The mode a flagged run is redone in (None: never redone).
+    escalate_to: ClassVar[str | None] = None
+
+    @abc.abstractmethod
+    def build(self, model: nn.Module, threat: ThreatModel, *, num_classes: int, seed: int,
+              device: torch.device) -> Any:
+        """A ``pyautoattack.AutoAttack`` on ``model`` for ``threat``, ready for
+        ``run_standard_evaluation`` (``attacks_to_run``, restarts and targets set)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class StandardAutoAttack(AttackMode):
+    """The published ensemble: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000
+    queries), as pyautoattack's ``version="standard"``; APGD-CE + Square under 4 classes."""
+
+    name = "standard"
+    passes = 7000  # APGD-CE 100 + APGD-T 9 x 100 + FAB-T 9 x 100 iterations + Square's 5,000 queries
+
+    def build(self, model: nn.Module, threat: ThreatModel, *, num_classes: int, seed: int,
+              device: torch.device) -> Any:
+        from pyautoattack import AutoAttack
+
+        targets = _targets(num_classes)
+        adversary = AutoAttack(model, norm=_PYAA_NORMS[threat.norm], eps=threat.eps, version="standard",
+                               device=device, seed=seed)
+        if num_classes >= 4:
+            adversary.attacks_to_run = ["apgd-ce", "apgd-t", "fab-t", "square"]
+        else:  # targeted DLR needs the 4 largest logits
             adversary.version = "custom"
-        adversary.attacks_to_run = attacks
+            adversary.attacks_to_run = ["apgd-ce", "square"]
         adversary.apgd_targeted.n_target_classes = targets
         adversary.fab.n_target_classes = targets
-    else:
+        return adversary
+
+
+class FastAutoAttack(AttackMode):
+    """For search time, per norm (``FAST_MODE``): APGD-CE (1 restart) + APGD-T with fewer
+    targets, plus FAB-T at L2; no Square (see the module docstring and docs/fidelity.md)."""
+
+    name = "fast"
+    passes = 200  # APGD-CE + APGD-T, 100 iterations each (targets not counted)
+    escalate_to = "standard"
+
+    def build(self, model: nn.Module, threat: ThreatModel, *, num_classes: int, seed: int,
+              device: torch.device) -> Any:
+        from pyautoattack import AutoAttack
+
+        targets = _targets(num_classes)
         apgd_targets, fab_targets = FAST_MODE[threat.norm]
         attacks = ["apgd-ce", "apgd-t"] if num_classes >= 4 else ["apgd-ce"]
         if fab_targets and num_classes >= 4:
             attacks.append("fab-t")
-        adversary = AutoAttack(
-            model, norm=pyaa_norm, eps=threat.eps, version="custom", attacks=attacks, device=dev, seed=seed
-        )
+        adversary = AutoAttack(model, norm=_PYAA_NORMS[threat.norm], eps=threat.eps, version="custom",
+                               attacks=attacks, device=device, seed=seed)
         adversary.apgd.n_restarts = 1
         adversary.apgd_targeted.n_restarts = 1
         adversary.apgd_targeted.n_target_classes = min(apgd_targets, targets)
         adversary.fab.n_restarts = 1
         adversary.fab.n_target_classes = min(max(fab_targets, 1), targets)
+        return adversary
+
+
+def _targets(num_classes: int) -> int:
+    """Target classes of the targeted attacks: every other class, at most 9 (the paper's)."""
+    return max(1, min(9, num_classes - 1))
+
+
+#: AutoAttack modes by name (built-ins: standard, fast).
+MODES: Registry[AttackMode] = Registry("AutoAttack mode", "modes", AttackMode,
+                                       (StandardAutoAttack(), FastAutoAttack()))
+
+
+def register_attack(mode: AttackMode) -> AttackMode:
+    """Make ``mode`` selectable by its name (``EvaluatorConfig(aa_mode=...)``, ``--aa-mode``).
+
+    A name already registered raises :class:`ConfigError`. Returns ``mode``.
+    """
+    return MODES.register(mode)
+
+
+def build_autoattack(
+    model: nn.Module, *, norm: str, eps: float, mode: str = "fast", num_classes: int = 10, seed: int = 0,
+    device: str | torch.device | None = None,
+) -> Any:
+    """A configured ``pyautoattack.AutoAttack`` for ``mode`` (see the module docstring)."""
+    attack_mode = MODES.lookup(mode)
+    threat = ThreatModel(norm, eps)
+    dev = device_for(model, device)
+    adversary = attack_mode.build(model, threat, num_classes=num_classes, seed=seed, device=dev)
     adversary.logger = logging.getLogger("auto-attack")
     return adversary
 
@@ -200,7 +273,7 @@ def autoattack_evaluation(
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     from pyautoattack import checks
 
-    dev = resolve_device(device) if device is not None else model_device(model)
+    dev = device_for(model, device)
     wrapped = LogitsOnly(model)
     x_dev, y_dev = x.detach().to(dev, torch.float32), y.detach().to(dev, torch.long)
     forked = [dev] if dev.type == "cuda" else []
@@ -248,25 +321,14 @@ def autoattack_evaluation(
 
 
 def autoattack_accuracy(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    norm: str,
-    eps: float,
-    mode: str = "fast",
-    batch_size: int = 256,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    num_classes: int | None = None,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, eps: float, **options: Any
 ) -> tuple[float, torch.Tensor]:
     """Robust accuracy of ``model`` on ``(x, y)`` under AutoAttack (Croce and Hein, ICML 2020).
 
-    ``mode`` is ``"standard"`` (APGD-CE, APGD-T, FAB-T, Square-5000) or ``"fast"``
-    (APGD-CE + APGD-T with fewer targets; see docs/fidelity.md). Returns
-    ``(robust_acc, x_adv)``, ``x_adv`` on the CPU. The global RNG state is left as it was.
-    :func:`autoattack_evaluation` returns the checks' flags too.
+    ``options`` are those of :func:`autoattack_evaluation` (``mode="fast"``, ``batch_size``,
+    ``seed``, ``device``, ``num_classes``). Returns ``(robust_acc, x_adv)``, ``x_adv`` on the CPU.
+    The global RNG state is left as it was. :func:`autoattack_evaluation` returns the checks'
+    flags too.
     """
-    result = autoattack_evaluation(model, x, y, norm=norm, eps=eps, mode=mode, batch_size=batch_size,
-                                   seed=seed, device=device, num_classes=num_classes)
+    result = autoattack_evaluation(model, x, y, norm=norm, eps=eps, **options)
     return result.robust_acc, result.x_adv

@@ -13,17 +13,21 @@ Adversarial examples are generated with the model in eval mode and its parameter
 frozen (the TRADES reference code's choice; Madry-style code often attacks in train
 mode): BatchNorm statistics are not updated by the k attack forwards and no weight
 gradient is built during attack iterations. See docs/fidelity.md (Evaluator).
+
+Each recipe is a :class:`Recipe` object in the ``RECIPES`` registry; :func:`register_recipe`
+adds one (docs/internals.md, "Adding a recipe, an attack or a metric").
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import logging
 import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,13 +35,17 @@ from torch import nn
 
 from robustnas.plugins.errors import ConfigError
 
+from ._registry import Registry
 from ._utils import eval_mode, logits_of, resolve_device
-from .attacks import accuracy, perturb
+from .attacks import _ce_sum, accuracy, perturb
 from .data import DatasetBundle, ThreatModel
+
+__all__ = ["SCHEDULES", "TrainConfig", "Recipe", "AdversarialRecipe", "StandardRecipe", "PGDRecipe",
+           "TRADESRecipe", "FGSMRSRecipe", "RECIPES", "register_recipe", "adversarial_inputs", "train_step",
+           "make_optimizer", "train_model"]
 
 _logger = logging.getLogger(__name__)
 
-RECIPES: tuple[str, ...] = ("standard", "pgd", "trades", "fgsm-rs")
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 
 
@@ -71,8 +79,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ConfigError(f"unknown recipe {self.recipe!r}; valid recipes: {', '.join(RECIPES)}")
+        RECIPES.lookup(self.recipe)  # ConfigError naming the valid recipes
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
         for name in ("epochs", "batch_size", "attack_steps"):
@@ -110,35 +117,145 @@ def _autocast(config: TrainConfig, device: torch.device) -> torch.autocast:
     )
 
 
-def adversarial_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """The inputs a recipe trains on (clean for ``standard``; for ``trades`` the KL attack)."""
-    if config.recipe == "standard":
+def _kl_sum(logits: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
+    return F.kl_div(F.log_softmax(logits.float(), dim=1), p_clean, reduction="sum")
+
+
+class Recipe(abc.ABC):
+    """A training recipe: the inputs of one batch, its loss, and its cost.
+
+    :func:`train_step` asks the recipe named by ``TrainConfig.recipe`` for the inputs to train
+    on (:meth:`inputs`; clean by default), then, in train mode and under the config's
+    autocast, for the loss of the batch (:meth:`loss`; cross-entropy on those inputs by
+    default). :meth:`passes` is the cost the comparison harness plans with. Register a new
+    recipe with :func:`register_recipe`; recipes that train on an attack subclass
+    :class:`AdversarialRecipe`.
+    """
+
+    #: The name ``TrainConfig.recipe`` (and ``--recipe``) selects the recipe by.
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def passes(self, attack_steps: int) -> int:
+        """Forward-backward passes of one training example per step, with ``attack_steps``
+        inner attack steps (``TrainConfig.attack_steps``)."""
+
+    def inputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+        """The inputs the loss sees: ``x`` itself (clean training)."""
         return x
-    threat = _threat(config)
-    eps, norm = threat.eps, threat.norm
-    with eval_mode(model), _autocast(config, x.device):
-        if config.recipe == "pgd":
-            return perturb(
-                model, x, _ce_sum, y, eps=eps, norm=norm, steps=config.attack_steps, alpha=config.attack_alpha
-            )
-        if config.recipe == "fgsm-rs":
-            return perturb(
-                model, x, _ce_sum, y, eps=eps, norm=norm, steps=1, alpha=config.fgsm_alpha * eps, random_start=True
-            )
+
+    def loss(
+        self, model: nn.Module, x: torch.Tensor, x_in: torch.Tensor, y: torch.Tensor, config: TrainConfig
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits)`` of the batch: ``x`` clean, ``x_in`` from :meth:`inputs`; ``logits``
+        are those the step's reported accuracy is measured on. Default: cross-entropy on ``x_in``."""
+        logits = logits_of(model(x_in)).float()
+        return F.cross_entropy(logits, y), logits
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class AdversarialRecipe(Recipe):
+    """A recipe that trains on adversarial inputs made by :meth:`attack`.
+
+    :meth:`inputs` checks that the config has an eps, then runs :meth:`attack` with the model
+    in eval mode and its parameters frozen (no BatchNorm update, no weight gradient; see the
+    module docstring) under the config's autocast.
+    """
+
+    @abc.abstractmethod
+    def attack(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, config: TrainConfig
+    ) -> torch.Tensor:
+        """Adversarial inputs for ``(x, y)`` within ``threat`` (e.g. with :func:`.attacks.perturb`)."""
+
+    def inputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+        threat = _threat(config)
+        with eval_mode(model), _autocast(config, x.device):
+            return self.attack(model, x, y, threat, config)
+
+
+class StandardRecipe(Recipe):
+    """Cross-entropy on clean inputs."""
+
+    name = "standard"
+
+    def passes(self, attack_steps: int) -> int:
+        return 1
+
+
+class PGDRecipe(AdversarialRecipe):
+    """Madry et al. (ICLR 2018): cross-entropy on PGD-``attack_steps`` examples (random start)."""
+
+    name = "pgd"
+
+    def passes(self, attack_steps: int) -> int:
+        return attack_steps + 1
+
+    def attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+               config: TrainConfig) -> torch.Tensor:
+        return perturb(model, x, _ce_sum, y, eps=threat.eps, norm=threat.norm, steps=config.attack_steps,
+                       alpha=config.attack_alpha)
+
+
+class TRADESRecipe(AdversarialRecipe):
+    """Zhang et al. (ICML 2019): CE(clean) + ``trades_beta`` * KL(f(x_adv) || f(x)), x_adv from
+    ``attack_steps`` steps on the KL from a 0.001 * N(0, 1) start."""
+
+    name = "trades"
+
+    def passes(self, attack_steps: int) -> int:
+        return attack_steps + 2
+
+    def attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+               config: TrainConfig) -> torch.Tensor:
         with torch.no_grad():
             p_clean = F.softmax(logits_of(model(x)).float(), dim=1)
         return perturb(
-            model, x, _kl_sum, p_clean, eps=eps, norm=norm, steps=config.attack_steps,
+            model, x, _kl_sum, p_clean, eps=threat.eps, norm=threat.norm, steps=config.attack_steps,
             alpha=config.attack_alpha, init_delta=0.001 * torch.randn_like(x),
         )
 
+    def loss(
+        self, model: nn.Module, x: torch.Tensor, x_in: torch.Tensor, y: torch.Tensor, config: TrainConfig
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = logits_of(model(x)).float()
+        logits_adv = logits_of(model(x_in)).float()
+        robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+        return F.cross_entropy(logits, y) + config.trades_beta * robust, logits
 
-def _ce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), y, reduction="sum")
+
+class FGSMRSRecipe(AdversarialRecipe):
+    """Wong et al. (ICLR 2020): one FGSM step of ``fgsm_alpha`` * eps from a uniform random start."""
+
+    name = "fgsm-rs"
+
+    def passes(self, attack_steps: int) -> int:
+        return 2
+
+    def attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel,
+               config: TrainConfig) -> torch.Tensor:
+        return perturb(model, x, _ce_sum, y, eps=threat.eps, norm=threat.norm, steps=1,
+                       alpha=config.fgsm_alpha * threat.eps, random_start=True)
 
 
-def _kl_sum(logits: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
-    return F.kl_div(F.log_softmax(logits.float(), dim=1), p_clean, reduction="sum")
+#: Training recipes by name, in registration order (built-ins: standard, pgd, trades, fgsm-rs).
+RECIPES: Registry[Recipe] = Registry("recipe", "recipes", Recipe,
+                                     (StandardRecipe(), PGDRecipe(), TRADESRecipe(), FGSMRSRecipe()))
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    """Make ``recipe`` selectable by its name (``TrainConfig(recipe=...)``, ``--recipe``).
+
+    A name already registered raises :class:`ConfigError`. Returns ``recipe``.
+    """
+    return RECIPES.register(recipe)
+
+
+def adversarial_inputs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """The inputs a recipe trains on (clean for ``standard``; for ``trades`` the KL attack)."""
+    return RECIPES.lookup(config.recipe).inputs(model, x, y, config)
 
 
 def train_step(
@@ -152,20 +269,12 @@ def train_step(
     """One optimisation step of ``config.recipe`` on the batch ``(x, y)`` (already on the
     model's device). Returns ``{"loss", "acc"}``; ``acc`` is measured on the inputs the loss
     was computed on (adversarial for ``pgd``/``fgsm-rs``, clean for ``standard``/``trades``)."""
+    recipe = RECIPES.lookup(config.recipe)
     x_in = adversarial_inputs(model, x, y, config)
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with _autocast(config, x.device):
-        if config.recipe == "trades":
-            logits = logits_of(model(x)).float()
-            logits_adv = logits_of(model(x_in)).float()
-            robust = F.kl_div(
-                F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean"
-            )
-            loss = F.cross_entropy(logits, y) + config.trades_beta * robust
-        else:
-            logits = logits_of(model(x_in)).float()
-            loss = F.cross_entropy(logits, y)
+        loss, logits = recipe.loss(model, x, x_in, y, config)
     if scaler is not None:
         scaler.scale(loss).backward()
         if config.grad_clip:
