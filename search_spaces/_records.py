@@ -2,27 +2,33 @@
 
 A record names the registered space, its constructor keyword arguments and an
 NNI sample (``{label: choice}``), so :func:`build_model` rebuilds the exact
-frozen network anywhere. Records are plain JSON, never pickles.
+frozen network anywhere. Records are plain JSON, never pickles. In code a record is
+an :class:`ArchitectureRecord` (``to_dict``/``from_dict``) or its plain dict; the
+functions here take either, and the JSON they write is the dict's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from numpy.random import RandomState
 from torch import nn
 
+from robustnas.plugins._io import to_json, write_text_atomic
+from robustnas.plugins.errors import DataError
+
 from ._registry import get_space, space_name_of
 
 __all__ = [
-    "RECORD_FORMAT", "build_model", "export_record", "load_record", "random_sample",
-    "save_record", "space_kwargs_of", "validate_sample",
+    "RECORD_FORMAT", "ArchitectureRecord", "build_model", "export_record", "load_record", "random_sample",
+    "sample_key", "save_record", "space_kwargs_of", "validate_sample",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -31,15 +37,12 @@ RECORD_FORMAT = 1
 _RECORD_KEYS = ("space", "kwargs", "sample")
 
 
-def _to_json(value: Any) -> Any:
-    """Plain JSON types: tuples to lists, numpy scalars to Python numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalar
-        return value.item()
-    return value
+def sample_key(sample: Mapping[str, Any]) -> str:
+    """The canonical key of an architecture: the first 16 hex digits of the SHA-1 of its sample as
+    compact JSON with sorted labels (choice lists as JSON lists), so equal samples share it in any
+    process and label order. NNI metrics and run folders carry it as ``arch_key``."""
+    text = json.dumps(to_json(dict(sample)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def space_kwargs_of(space: nn.Module) -> dict[str, Any]:
@@ -49,12 +52,10 @@ def space_kwargs_of(space: nn.Module) -> dict[str, Any]:
         kwargs = getattr(space, "args", None)
     if kwargs is None:
         raise ValueError(f"{type(space).__name__} records neither 'space_kwargs' nor NNI's traced 'args'")
-    kwargs = _to_json(kwargs)
     try:
-        json.dumps(kwargs)
+        return to_json(kwargs)
     except TypeError as exc:
         raise ValueError(f"constructor arguments of {type(space).__name__} are not JSON-serialisable: {exc}") from exc
-    return kwargs
 
 
 def _choices_of(mutable: Any) -> Any:
@@ -71,7 +72,10 @@ def validate_sample(space: nn.Module, sample: Mapping[str, Any]) -> dict[str, An
     if not isinstance(sample, Mapping):
         raise ValueError(f"a sample must be a dict {{label: choice}}, got {type(sample).__name__}")
     mutables = space.simplify()
-    clean = _to_json(dict(sample))
+    try:
+        clean = to_json(dict(sample))
+    except TypeError as exc:
+        raise ValueError(f"a sample's choices must be JSON values (strings, numbers, lists): {exc}") from exc
     missing = [label for label in mutables if label not in clean]
     if missing:
         raise ValueError(
@@ -95,7 +99,7 @@ def validate_sample(space: nn.Module, sample: Mapping[str, Any]) -> dict[str, An
 def random_sample(space: nn.Module, seed: Optional[int] = None) -> dict[str, Any]:
     """A uniformly random sample of ``space`` (plain JSON types), without building the network."""
     state = RandomState(seed)
-    return _to_json({label: mutable.random(random_state=state) for label, mutable in space.simplify().items()})
+    return to_json({label: mutable.random(random_state=state) for label, mutable in space.simplify().items()})
 
 
 def export_record(space: nn.Module, sample: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,46 +114,98 @@ def export_record(space: nn.Module, sample: Mapping[str, Any]) -> dict[str, Any]
 
 def _check_record(record: Any) -> None:
     if not isinstance(record, Mapping):
-        raise ValueError(f"a record must be a dict with keys {list(_RECORD_KEYS)}, got {type(record).__name__}")
+        raise DataError(f"a record must be a dict with keys {list(_RECORD_KEYS)}, got {type(record).__name__}")
     missing = [key for key in _RECORD_KEYS if key not in record]
     if missing:
-        raise ValueError(f"record lacks key(s) {missing}; a record has {list(_RECORD_KEYS)} and 'format'")
+        raise DataError(f"record lacks key(s) {missing}; a record has {list(_RECORD_KEYS)} and 'format'")
     fmt = record.get("format", RECORD_FORMAT)
     if fmt != RECORD_FORMAT:
-        raise ValueError(f"record format {fmt!r} is not supported; supported: [{RECORD_FORMAT}]")
+        raise DataError(f"record format {fmt!r} is not supported; supported: [{RECORD_FORMAT}]")
     if not isinstance(record["kwargs"], Mapping):
-        raise ValueError(f"record['kwargs'] must be a dict, got {type(record['kwargs']).__name__}")
+        raise DataError(f"record['kwargs'] must be a dict, got {type(record['kwargs']).__name__}")
 
 
-def build_model(record: Mapping[str, Any]) -> nn.Module:
+@dataclass(frozen=True)
+class ArchitectureRecord:
+    """One architecture: a registered space's name, its constructor keyword arguments and an
+    NNI sample ``{label: choice}``, in plain JSON types.
+
+    ``to_dict()`` is :func:`export_record`'s dict, key for key, so the JSON on disk is the
+    same whichever form wrote it. Build one with :meth:`from_space` (validated against the
+    space) or :meth:`from_dict` (e.g. from :func:`load_record`); :meth:`build` rebuilds the
+    frozen network.
+    """
+
+    space: str
+    kwargs: dict[str, Any]
+    sample: dict[str, Any]
+    format: int = RECORD_FORMAT
+
+    @classmethod
+    def from_space(cls, space: nn.Module, sample: Mapping[str, Any]) -> "ArchitectureRecord":
+        """The record of ``sample`` in ``space`` (checked with :func:`validate_sample`)."""
+        return cls.from_dict(export_record(space, sample))
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ArchitectureRecord":
+        """The inverse of :meth:`to_dict`; a record without ``format`` is of format 1.
+
+        Raises :class:`~robustnas.plugins.errors.DataError` for a missing, unknown or
+        ill-typed key (naming it and the record's keys) or an unsupported format.
+        """
+        _check_record(data)
+        unknown = [key for key in data if key not in (*_RECORD_KEYS, "format")]
+        if unknown:
+            raise DataError(f"record has unknown key(s) {unknown}; a record has {list(_RECORD_KEYS)} and 'format'")
+        if not isinstance(data["space"], str):
+            raise DataError(f"record['space'] must be the name of a registered space, got {data['space']!r}")
+        if not isinstance(data["sample"], Mapping):
+            raise DataError(f"record['sample'] must be a dict {{label: choice}}, got {type(data['sample']).__name__}")
+        return cls(space=data["space"], kwargs=to_json(data["kwargs"]), sample=to_json(data["sample"]),
+                   format=data.get("format", RECORD_FORMAT))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"space", "kwargs", "sample", "format"}`` as JSON types (a copy)."""
+        return {"space": self.space, "kwargs": to_json(self.kwargs), "sample": to_json(self.sample),
+                "format": self.format}
+
+    def build(self) -> nn.Module:
+        """The frozen network of this record (fresh weights)."""
+        space = get_space(self.space, **self.kwargs)
+        model = space.freeze(validate_sample(space, self.sample))
+        _logger.debug("built %s model from record", self.space)
+        return model
+
+
+def _as_record(record: ArchitectureRecord | Mapping[str, Any]) -> ArchitectureRecord:
+    """``record`` as an :class:`ArchitectureRecord`; a dict may carry keys beyond the record's."""
+    if isinstance(record, ArchitectureRecord):
+        return record
+    if isinstance(record, Mapping):
+        record = {key: record[key] for key in (*_RECORD_KEYS, "format") if key in record}
+    return ArchitectureRecord.from_dict(record)
+
+
+def build_model(record: ArchitectureRecord | Mapping[str, Any]) -> nn.Module:
     """Rebuild the frozen network of a record (fresh weights), e.g. from :func:`load_record`."""
-    _check_record(record)
-    space = get_space(record["space"], **record["kwargs"])
-    sample = validate_sample(space, record["sample"])
-    model = space.freeze(sample)
-    _logger.debug("built %s model from record", record["space"])
-    return model
+    return _as_record(record).build()
 
 
-def save_record(record: Mapping[str, Any], path: Union[str, os.PathLike]) -> Path:
-    """Write a record as JSON atomically (a temporary file renamed into place)."""
+def save_record(record: ArchitectureRecord | Mapping[str, Any], path: Union[str, os.PathLike]) -> Path:
+    """Write a record (either form) as JSON atomically (a temporary file renamed into place)."""
+    if isinstance(record, ArchitectureRecord):
+        record = record.to_dict()
     _check_record(record)
     path = Path(path)
-    text = json.dumps(_to_json(record), indent=2, sort_keys=True)
+    text = json.dumps(to_json(record), indent=2, sort_keys=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, text + "\n")
     return path
 
 
 def load_record(path: Union[str, os.PathLike]) -> dict[str, Any]:
-    """Read a record written by :func:`save_record` (checked for the record keys and format)."""
+    """Read a record written by :func:`save_record` (checked for the record keys and format), as
+    the dict on disk; ``ArchitectureRecord.from_dict(load_record(path))`` gives the typed form."""
     with open(path) as handle:
         record = json.load(handle)
     _check_record(record)

@@ -3,7 +3,8 @@
 :func:`load_benchmark` reads a packed table (``<name>.json.gz``: the build's metadata and
 rows), a build folder (``rows.jsonl`` + ``meta.json``, also while a build is running), or
 NAS-RobBench-201's published JSON (:mod:`._nasrobbench`). A lookup canonicalises the
-sample (isomorphic cells share one entry) and copies one dict: microseconds.
+sample (isomorphic cells share one entry) and copies one dict: microseconds. Each row of a
+table is a :class:`TableRow` (one phase of one cell under one seed), JSON on disk.
 """
 
 from __future__ import annotations
@@ -14,30 +15,88 @@ import math
 import os
 import statistics
 import zlib
+from collections import ChainMap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from robustnas.plugins.errors import ConfigError, DataError
-from robustnas.strategies.pareto import METRIC_DIRECTIONS
+from robustnas.plugins.evaluator.metrics import METRIC_DIRECTIONS
 
 from ._build import META_FILE, ROWS_FILE, read_rows
-from ._protocol import Protocol, run_cell
+from ._protocol import PHASES, Protocol, run_cell
 from ._spaces import space_adapter
 
-__all__ = ["BENCHMARKS", "Benchmark", "available_benchmarks", "load_benchmark", "pack_table"]
+__all__ = ["BENCHMARKS", "Benchmark", "TableRow", "available_benchmarks", "load_benchmark", "pack_table"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 #: Shipped tables: name -> packed file in the package's data folder.
 BENCHMARKS: dict[str, str] = {"robust201-digits": "robust201-digits.json.gz"}
 
-#: Which way each table metric is better (for ``best`` and ``pareto_front``): the evaluator's
-#: directions, plus the training time the table records.
-DIRECTIONS: dict[str, str] = {**METRIC_DIRECTIONS, "train_seconds": "minimize"}
+#: Which way each table metric is better (for ``best`` and ``pareto_front``): the training time the
+#: table records, then the evaluator's directions (a live view of ``METRICS``).
+DIRECTIONS: Mapping[str, str] = ChainMap({"train_seconds": "minimize"}, METRIC_DIRECTIONS)  # type: ignore[arg-type]
 _SEED_METRICS = ("clean_acc", "fgsm_acc", "pgd_acc")
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One row of a table: the measurements of one ``phase`` (``main``, ``seed``,
+    ``autoattack``, ``validity``) of the cell ``key`` under training seed ``seed``.
+
+    ``sample`` is the cell's representative NNI sample (needed by ``main`` and ``autoattack``
+    rows); ``seconds``, ``device`` and ``finished`` say how long the task took, where, and when
+    (UTC). ``to_dict()`` is the line of ``rows.jsonl`` (fields left None are not written, as
+    NAS-RobBench-201's rows have none of the three); ``from_dict`` raises :class:`DataError`
+    naming a missing, unknown or ill-typed key.
+    """
+
+    phase: str
+    key: str
+    seed: int
+    metrics: dict[str, Any]
+    sample: dict[str, Any] | None = None
+    seconds: float | None = None
+    device: str | None = None
+    finished: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "TableRow":
+        """The inverse of :meth:`to_dict`."""
+        keys = list(cls.__dataclass_fields__)
+        if not isinstance(data, Mapping):
+            raise DataError(f"a table row must be a mapping with keys {keys}, got {type(data).__name__}")
+        missing = [key for key in ("phase", "key", "seed", "metrics") if key not in data]
+        unknown = [key for key in data if key not in keys]
+        if missing or unknown:
+            bad = f"lacks key(s) {missing}" if missing else f"has unknown key(s) {unknown}"
+            raise DataError(f"a table row {bad}; a row has {keys} (the last four optional)")
+        phase, key, seed = data["phase"], data["key"], data["seed"]
+        if phase not in PHASES:
+            raise DataError(f"unknown phase {phase!r} in a row of cell {key!r}; valid phases: {', '.join(PHASES)}")
+        if not isinstance(key, str) or isinstance(seed, bool) or not isinstance(seed, int):
+            raise DataError(f"a table row's key must be a string and its seed an integer, got {key!r} and {seed!r}")
+        if not isinstance(data["metrics"], Mapping):
+            raise DataError(f"row['metrics'] of cell {key!r} must be a mapping, got {type(data['metrics']).__name__}")
+        sample = data.get("sample")
+        if sample is None and phase in ("main", "autoattack") or sample is not None and not isinstance(sample, Mapping):
+            raise DataError(f"the {phase} row of cell {key!r} needs row['sample'], a dict {{label: choice}}; "
+                            f"got {sample!r}")
+        return cls(phase=phase, key=key, seed=seed, metrics=dict(data["metrics"]),
+                   sample=None if sample is None else dict(sample), seconds=data.get("seconds"),
+                   device=data.get("device"), finished=data.get("finished"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as JSON types (a copy; optional fields that are None are left out)."""
+        row: dict[str, Any] = {"phase": self.phase, "key": self.key, "seed": self.seed, "metrics": dict(self.metrics)}
+        optional = {"sample": None if self.sample is None else dict(self.sample), "seconds": self.seconds,
+                    "device": self.device, "finished": self.finished}
+        row.update((name, value) for name, value in optional.items() if value is not None)
+        return row
 
 
 def available_benchmarks() -> list[str]:
@@ -48,14 +107,17 @@ def available_benchmarks() -> list[str]:
 class Benchmark:
     """One robustness table: every cell of a space under one protocol (docs/benchmark.md).
 
-    Example::
+    Example:
 
-        bench = load_benchmark("robust201-digits")
-        sample = random_sample(bench.space(), seed=0)
-        bench.query(sample)["pgd_acc"]
+    >>> from robustnas.plugins.bench import load_benchmark
+    >>> bench = load_benchmark("robust201-digits")
+    >>> sample = bench.architectures()[0]          # a cell the table holds
+    >>> metrics = bench.query(sample)
+    >>> sample in bench, metrics["key"] == bench.key(sample), 0.0 <= metrics["pgd_acc"] <= 1.0
+    (True, True, True)
     """
 
-    def __init__(self, meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], source: str) -> None:
+    def __init__(self, meta: Mapping[str, Any], rows: Sequence[TableRow | Mapping[str, Any]], source: str) -> None:
         self.meta = dict(meta)
         self.name: str = self.meta.get("name", "table")
         self.source = source
@@ -75,28 +137,28 @@ class Benchmark:
                     entry[f"{m}_sd"] = statistics.stdev(run[m] for run in runs.values())
 
     # ------------------------------------------------------------------ loading
-    def _add(self, row: Mapping[str, Any]) -> None:
-        try:
-            phase, key, seed, metrics = row["phase"], row["key"], int(row["seed"]), row["metrics"]
-        except (KeyError, TypeError, ValueError) as err:
-            raise DataError(f"{self.source}: a row lacks phase, key, seed or metrics ({err!r})") from err
+    def _add(self, row: TableRow | Mapping[str, Any]) -> None:
+        if not isinstance(row, TableRow):
+            try:
+                row = TableRow.from_dict(row)
+            except DataError as err:
+                raise DataError(f"{self.source}: {err}") from None
+        phase, key, seed, metrics = row.phase, row.key, row.seed, row.metrics
         if phase in ("main", "seed"):
             self._by_seed.setdefault(key, {})[seed] = {m: float(metrics[m]) for m in _SEED_METRICS}
         if phase == "main":
             entry = self._entries.setdefault(key, {})
             robust = entry.get("robust_acc")  # an autoattack row may have come first
-            entry.update(_entry(metrics, self._threat, self.protocol), key=key, sample=dict(row["sample"]))
+            entry.update(_entry(metrics, self._threat, self.protocol), key=key, sample=dict(row.sample or {}))
             entry["n_examples"] = entry["n_examples"] or self.meta.get("test_examples")
             if entry["robust_acc"] is None and robust is not None:
                 entry["robust_acc"] = robust
         elif phase == "autoattack":
-            entry = self._entries.setdefault(key, {"key": key, "sample": dict(row["sample"]), "flags": []})
+            entry = self._entries.setdefault(key, {"key": key, "sample": dict(row.sample or {}), "flags": []})
             entry.update(robust_acc=metrics["robust_acc"], attack=metrics.get("aa_mode"),
                          aa_examples=metrics.get("aa_examples"))
         elif phase == "validity":
             self._validity[key] = dict(metrics)
-        elif phase != "seed":
-            raise DataError(f"{self.source}: unknown phase {phase!r} in a row of cell {key!r}")
 
     # ------------------------------------------------------------------ the table API
     def __len__(self) -> int:
@@ -349,11 +411,11 @@ def pack_table(folder: str | os.PathLike, dest: str | os.PathLike | None = None)
     folder = Path(folder)
     bench = _load_folder(folder)  # validates the folder
     meta = dict(bench.meta)
-    rows = sorted(read_rows(folder / ROWS_FILE), key=lambda r: (r["phase"], r["key"], r["seed"]))
+    rows = sorted((TableRow.from_dict(r) for r in read_rows(folder / ROWS_FILE)), key=lambda r: (r.phase, r.key, r.seed))
     name = meta.get("name", folder.name)
     dest = Path(dest) if dest else DATA_DIR / f"{name}.json.gz"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"meta": meta, "rows": rows}, sort_keys=True, separators=(",", ":"))
+    text = json.dumps({"meta": meta, "rows": [row.to_dict() for row in rows]}, sort_keys=True, separators=(",", ":"))
     tmp = dest.with_name(f".{dest.name}.tmp")
     with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0, filename="") as gz:
         gz.write(text.encode())
