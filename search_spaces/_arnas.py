@@ -3,8 +3,7 @@ Neural Architecture Search", CVPR 2024)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 from ._cell_space import DartsCellSpace
 from ._ops import ARNAS_OPS
@@ -26,10 +25,14 @@ class ARNASSpace(DartsCellSpace):
     with ``auxiliary=True`` in training mode it returns ``(logits, aux_logits)``.
     Stem for every input size is DARTS' CIFAR stem (docs/fidelity.md, "Search spaces").
 
-    Example::
+    Example (a random architecture of a small space, on digits' 1x8x8 inputs):
 
-        space = ARNASSpace(input_shape=(1, 8, 8), num_classes=10, width=8, num_cells=4)
-        model = space.freeze(space.random())
+    >>> import torch
+    >>> from robustnas.search_spaces import ARNASSpace, random_sample
+    >>> space = ARNASSpace(input_shape=(1, 8, 8), num_classes=10, width=8, num_cells=4)
+    >>> model = space.freeze(random_sample(space, seed=0))
+    >>> model(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
     """
 
     space_name: ClassVar[str] = "arnas"
@@ -37,23 +40,7 @@ class ARNASSpace(DartsCellSpace):
     cell_labels: ClassVar[tuple[str, ...]] = ("accurate", "reduce", "robust")
     channel_ratio: ClassVar[tuple[int, int, int]] = (1, 2, 2)
     min_cells: ClassVar[int] = 4
-
-    def __init__(
-        self,
-        *,
-        input_shape: Sequence[int] = (3, 32, 32),
-        num_classes: int = 10,
-        width: int = 24,
-        num_cells: int = 8,
-        auxiliary: bool = False,
-        dropout: float = 0.0,
-        drop_path_prob: float = 0.0,
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
-    ) -> None:
-        super().__init__(input_shape=input_shape, num_classes=num_classes, width=width,
-                         num_cells=num_cells, auxiliary=auxiliary, dropout=dropout,
-                         drop_path_prob=drop_path_prob, mean=mean, std=std)
+    default_width: ClassVar[int] = 24
 
     @classmethod
     def cell_label(cls, index: int, num_cells: int) -> str:

@@ -15,7 +15,6 @@ and how channels grow at each reduction.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from functools import partial
 from typing import Any, ClassVar, NamedTuple, Optional
@@ -31,8 +30,6 @@ from torch import nn
 from ._ops import AuxiliaryHead, Normalize, check_normalization, make_op
 
 __all__ = ["CellSpec", "DartsCellSpace"]
-
-_logger = logging.getLogger(__name__)
 
 NUM_NODES = 4
 NUM_INPUTS_PER_NODE = 2
@@ -60,7 +57,8 @@ class DartsCellSpace(ModelSpace):
 
     Forward returns the logits ``(B, num_classes)``; only when ``auxiliary=True``
     and the module is in training mode it returns ``(logits, auxiliary_logits)``
-    as DARTS does.
+    as DARTS does. A subclass sets the class attributes below and keeps this constructor;
+    ``width=None`` is the subclass's :attr:`default_width`.
     """
 
     space_name: ClassVar[str] = ""
@@ -72,21 +70,30 @@ class DartsCellSpace(ModelSpace):
     channel_ratio: ClassVar[tuple[int, int, int]] = (1, 2, 4)
     #: Smallest number of cells for which every cell label occurs.
     min_cells: ClassVar[int] = 3
+    #: Operation channels of the first stage when ``width`` is not given (the paper's search network).
+    default_width: ClassVar[int] = 16
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass that keeps this constructor keeps NNI's wrapper of it: wrapping it once more
+        # would hide the signature (and so the defaults) from NNI's ``args``.
+        kwargs.setdefault("disable_init_wrapper", "__init__" not in cls.__dict__)
+        super().__init_subclass__(**kwargs)
 
     def __init__(
         self,
         *,
-        input_shape: Sequence[int],
-        num_classes: int,
-        width: int,
-        num_cells: int,
-        auxiliary: bool,
-        dropout: float,
-        drop_path_prob: float,
-        mean: Optional[Sequence[float]],
-        std: Optional[Sequence[float]],
+        input_shape: Sequence[int] = (3, 32, 32),
+        num_classes: int = 10,
+        width: Optional[int] = None,
+        num_cells: int = 8,
+        auxiliary: bool = False,
+        dropout: float = 0.0,
+        drop_path_prob: float = 0.0,
+        mean: Optional[Sequence[float]] = None,
+        std: Optional[Sequence[float]] = None,
     ) -> None:
         super().__init__()
+        width = self.default_width if width is None else width
         self._space_kwargs = self._check_arguments(
             input_shape=input_shape, num_classes=num_classes, width=width, num_cells=num_cells,
             auxiliary=auxiliary, dropout=dropout, drop_path_prob=drop_path_prob, mean=mean, std=std,

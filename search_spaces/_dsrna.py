@@ -3,8 +3,7 @@ Search of Robust Neural Architectures", CVPR 2021; Liu et al., DARTS, ICLR 2019)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 from ._cell_space import DartsCellSpace
 from ._ops import DARTS_OPS
@@ -26,10 +25,14 @@ class DSRNASpace(DartsCellSpace):
     Note: ``none`` is an explicit candidate, so a sample may choose it; DARTS'
     derivation never does (NNI's DARTS export may).
 
-    Example::
+    Example (DARTS' own cell, V2, on digits' 1x8x8 inputs):
 
-        space = DSRNASpace(input_shape=(1, 8, 8), num_classes=10, width=8, num_cells=3)
-        model = space.freeze(space.random())
+    >>> import torch
+    >>> from robustnas.search_spaces import DSRNASpace, named_architecture
+    >>> space = DSRNASpace(input_shape=(1, 8, 8), num_classes=10, width=8, num_cells=3)
+    >>> darts_v2 = named_architecture("dsrna", "darts_v2")
+    >>> space.freeze(darts_v2)(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
     """
 
     space_name: ClassVar[str] = "dsrna"
@@ -37,23 +40,7 @@ class DSRNASpace(DartsCellSpace):
     cell_labels: ClassVar[tuple[str, ...]] = ("normal", "reduce")
     channel_ratio: ClassVar[tuple[int, int, int]] = (1, 2, 4)
     min_cells: ClassVar[int] = 3
-
-    def __init__(
-        self,
-        *,
-        input_shape: Sequence[int] = (3, 32, 32),
-        num_classes: int = 10,
-        width: int = 16,
-        num_cells: int = 8,
-        auxiliary: bool = False,
-        dropout: float = 0.0,
-        drop_path_prob: float = 0.0,
-        mean: Optional[Sequence[float]] = None,
-        std: Optional[Sequence[float]] = None,
-    ) -> None:
-        super().__init__(input_shape=input_shape, num_classes=num_classes, width=width,
-                         num_cells=num_cells, auxiliary=auxiliary, dropout=dropout,
-                         drop_path_prob=drop_path_prob, mean=mean, std=std)
+    default_width: ClassVar[int] = 16
 
     @classmethod
     def cell_label(cls, index: int, num_cells: int) -> str:

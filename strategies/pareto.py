@@ -1,9 +1,9 @@
 """Pareto tools for multi-objective architecture search.
 
 Non-dominated sorting (Deb et al., "A fast and elitist multiobjective genetic
-algorithm: NSGA-II", IEEE TEVC 2002) and the hypervolume indicator (While et al.,
-"A Fast Way of Calculating Exact Hypervolumes", IEEE TEVC 2012), both taken from
-Optuna's own implementations after the objectives are turned into losses
+algorithm: NSGA-II", IEEE TEVC 2002; the fronts of Optuna's implementation) and the exact hypervolume
+indicator (While et al., "A Fast Way of Calculating Exact Hypervolumes", IEEE TEVC 2012;
+our own, :mod:`._hypervolume`), after the objectives are turned into losses
 (every objective minimised). Objectives are named by metric keys of the shared
 evaluator; :data:`METRIC_DIRECTIONS` says which way each one is better.
 
@@ -19,14 +19,22 @@ evaluator; :data:`METRIC_DIRECTIONS` says which way each one is better.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from optuna._hypervolume import compute_hypervolume
-from optuna.study._multi_objective import _fast_non_domination_rank
+
+from robustnas.plugins._io import to_json
+from robustnas.plugins.errors import DataError
+from robustnas.plugins.evaluator.metrics import DIRECTIONS, METRIC_DIRECTIONS
+from robustnas.search_spaces import sample_key
+
+from ._hypervolume import hypervolume_of_losses
+
+if TYPE_CHECKING:
+    from robustnas.plugins.evaluator import Metrics
 
 __all__ = [
     "METRIC_DIRECTIONS",
@@ -37,23 +45,12 @@ __all__ = [
     "hypervolume",
     "default_reference",
     "ParetoArchive",
+    "ParetoRecord",
 ]
 
-_logger = logging.getLogger(__name__)
-
-DIRECTIONS = ("maximize", "minimize")
-
-#: Which way each metric of the shared evaluator is better.
-METRIC_DIRECTIONS: dict[str, str] = {
-    "clean_acc": "maximize",
-    "robust_acc": "maximize",
-    "pgd_acc": "maximize",
-    "fgsm_acc": "maximize",
-    "certified_acc": "maximize",
-    "params": "minimize",
-    "flops": "minimize",
-    "latency_ms": "minimize",
-}
+#: ``DIRECTIONS`` (maximize, minimize) and ``METRIC_DIRECTIONS`` (which way each metric of the shared
+#: evaluator is better) are declared with the metrics, in ``robustnas.plugins.evaluator.metrics``
+#: (``register_metric`` adds one).
 
 
 def directions_for(metric_names: Sequence[str]) -> list[str]:
@@ -91,8 +88,17 @@ def non_dominated_sort(points: Any, directions: Sequence[str]) -> list[list[int]
     losses = _as_losses(points, directions)
     if len(losses) == 0:
         return []
-    ranks = _fast_non_domination_rank(losses)
-    return [np.flatnonzero(ranks == rank).tolist() for rank in range(int(ranks.max()) + 1)]
+    unique, inverse = np.unique(losses, axis=0, return_inverse=True)
+    ranks = np.zeros(len(unique), dtype=int)
+    remaining = np.arange(len(unique))
+    rank = 0
+    while remaining.size:  # peel off one front at a time
+        front = _first_front(unique[remaining])
+        ranks[remaining[front]] = rank
+        remaining = remaining[~front]
+        rank += 1
+    ranks = ranks[inverse.reshape(-1)]
+    return [np.flatnonzero(ranks == r).tolist() for r in range(rank)]
 
 
 def pareto_front_mask(points: Any, directions: Sequence[str]) -> np.ndarray:
@@ -100,62 +106,129 @@ def pareto_front_mask(points: Any, directions: Sequence[str]) -> np.ndarray:
     losses = _as_losses(points, directions)
     if len(losses) == 0:
         return np.zeros(0, dtype=bool)
-    return _fast_non_domination_rank(losses) == 0
+    unique, inverse = np.unique(losses, axis=0, return_inverse=True)
+    return _first_front(unique)[inverse.reshape(-1)]
 
 
-def hypervolume(points: Any, reference: Sequence[float], directions: Sequence[str]) -> float:
-    """Volume dominated by ``points`` and bounded by ``reference`` (exact; Optuna's WFG).
+def _first_front(rows: np.ndarray) -> np.ndarray:
+    """Mask of the non-dominated rows of ``rows``: unique loss vectors sorted lexicographically
+    (``np.unique(..., axis=0)``), so that a row can be dominated only by rows above it, and one
+    that is dominated by none of the kept rows above it is on the front."""
+    on_front = np.zeros(len(rows), dtype=bool)
+    candidates = np.arange(len(rows))
+    while candidates.size:
+        top = candidates[0]  # nothing above it that is still a candidate dominates it
+        on_front[top] = True
+        # Rows below ``top`` are no better in the first loss: they stay only if better in another.
+        candidates = candidates[np.any(rows[candidates, 1:] < rows[top, 1:], axis=1)]
+    return on_front
+
+
+def hypervolume(points: Any, reference: Sequence[float], directions: Sequence[str], *,
+                ideal: Sequence[float] | None = None) -> float:
+    """Volume dominated by ``points`` and bounded by ``reference`` (exact: :mod:`._hypervolume`,
+    the numbers of Optuna's own computation for two and three objectives, WFG beyond).
 
     Points that do not strictly improve on the reference in every objective add
-    nothing and are dropped before the computation.
+    nothing and are dropped before the computation. With ``ideal`` (the best corner,
+    e.g. accuracies 1 and no parameters) the volume is divided by that of the box between
+    ``ideal`` and ``reference``: the share of the box the points dominate, in [0, 1].
     """
     losses = _as_losses(points, directions)
     ref = _as_losses(np.asarray(reference, dtype=float).reshape(1, -1), directions)[0]
     inside = np.all(losses < ref, axis=1)
-    if not inside.any():
-        return 0.0
-    return float(compute_hypervolume(losses[inside], ref))
+    volume = float(hypervolume_of_losses(losses[inside], ref)) if inside.any() else 0.0
+    if ideal is None:
+        return volume
+    if len(ideal) != len(directions):
+        raise ValueError(f"ideal has {len(ideal)} values but there are {len(directions)} objectives")
+    box = 1.0
+    for best, worst in zip(ideal, reference):
+        box *= abs(float(worst) - float(best))
+    return volume / box
 
 
 def default_reference(
-    metric_names: Sequence[str],
+    metric_names: Sequence[str] | None,
     points: Any = None,
     *,
     upper: Mapping[str, float] | None = None,
+    directions: Sequence[str] | None = None,
+    scale: float = 1.0,
 ) -> list[float]:
-    """The default hypervolume reference point for the named objectives.
+    """The hypervolume reference point: the one rule of the library, its reports and plots.
 
-    Maximised metrics (accuracies in [0, 1]) use 0; minimised ones use
-    ``upper[name]`` when given (e.g. the largest subnet's parameter count, so
-    ``(clean_acc, robust_acc, params)`` gets ``(0, 0, max_params)``), else the
-    largest value among ``points`` (so the worst observed size adds no volume).
+    Maximised metrics of the shared evaluator (accuracies in [0, 1]) use 0; minimised
+    objectives use ``upper[name]`` when given (e.g. the largest subnet's parameter count, so
+    ``(clean_acc, robust_acc, params)`` gets ``(0, 0, max_params)``), else ``scale`` times the
+    largest value among ``points`` (``scale=1``: the worst observed size adds no volume; the
+    comparison report takes 1.1). Objectives without a known metric name (``metric_names``
+    None, ``directions`` given, as for an Optuna study of other objectives) use the worst
+    value among ``points``.
     """
-    directions = directions_for(metric_names)
+    if directions is None:
+        if metric_names is None:
+            raise ValueError("default_reference needs metric_names or directions")
+        directions = directions_for(metric_names)
+    names: Sequence[str | None] = [None] * len(directions) if metric_names is None else list(metric_names)
     upper = dict(upper or {})
-    array = None if points is None else np.asarray(points, dtype=float).reshape(-1, len(metric_names))
+    array = None if points is None else np.asarray(points, dtype=float).reshape(-1, len(directions))
+    observed = array is not None and len(array) > 0
     reference = []
-    for j, (name, direction) in enumerate(zip(metric_names, directions)):
-        if direction == "maximize":
+    for j, (name, direction) in enumerate(zip(names, directions)):
+        if direction == "maximize" and name in METRIC_DIRECTIONS:
             reference.append(0.0)
         elif name in upper:
             reference.append(float(upper[name]))
-        elif array is not None and len(array):
-            reference.append(float(array[:, j].max()))
+        elif observed and direction == "maximize":
+            reference.append(float(array[:, j].min()))
+        elif observed:
+            reference.append(scale * float(array[:, j].max()))
         else:
-            raise ValueError(f"no upper bound for minimised metric {name!r}: pass points or upper={{{name!r}: ...}}")
+            raise ValueError(f"no reference for objective {name or j!r}: pass points or upper={{{name!r}: ...}}")
     return reference
 
 
-def _sample_key(sample: Mapping[str, Any]) -> str:
-    return json.dumps(sample, sort_keys=True, default=str)
+@dataclass(frozen=True)
+class ParetoRecord:
+    """One archived architecture: its sample, its metrics, and whatever else the strategy keeps
+    beside them (``generation``, ``finetuned_metrics``, ``level``, ...) in ``extra``.
+
+    ``to_dict()`` is the plain dict that :class:`ParetoArchive` hands out and writes to JSON,
+    ``{"sample", "metrics", **extra}`` with the keys in the order of the dict the record was
+    made from (``order``), so an archive's JSON is the same as when it stored dicts.
+    """
+
+    sample: dict[str, Any]
+    metrics: Metrics
+    extra: dict[str, Any] = field(default_factory=dict)
+    order: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ParetoRecord":
+        """A record from a dict ``{"sample", "metrics", ...}`` (a JSON copy: NumPy scalars become
+        Python numbers); a :class:`~robustnas.plugins.errors.DataError` names a missing key."""
+        if not isinstance(data, Mapping):
+            raise DataError(f"a record must be a dict with keys 'sample' and 'metrics', got {type(data).__name__}")
+        if "sample" not in data or "metrics" not in data:
+            raise DataError(f"a record needs 'sample' and 'metrics' keys, got {sorted(data)}")
+        if not isinstance(data["metrics"], Mapping):
+            raise DataError(f"record['metrics'] must be a dict of metric values, got {type(data['metrics']).__name__}")
+        plain = to_json(dict(data))
+        return cls(sample=plain.pop("sample"), metrics=plain.pop("metrics"), extra=plain, order=tuple(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"sample", "metrics", **extra}`` in ``order`` (shares the nested dicts)."""
+        values = {"sample": self.sample, "metrics": self.metrics, **self.extra}
+        return {**{key: values[key] for key in self.order if key in values}, **values}
 
 
 class ParetoArchive:
     """All evaluated architectures of a search, with their fronts and hypervolume.
 
-    Records are plain dicts ``{"sample": {label: choice}, "metrics": {...}}``
-    (extra keys are kept). Adding a sample that is already archived replaces its
-    record, so every architecture appears once.
+    Each entry is a :class:`ParetoRecord`; the archive takes and hands out their plain dicts
+    ``{"sample": {label: choice}, "metrics": {...}}`` (extra keys are kept). Adding a sample
+    that is already archived replaces its record, so every architecture appears once.
     """
 
     def __init__(self, objectives: Sequence[str] = ("clean_acc", "robust_acc", "params")) -> None:
@@ -163,7 +236,7 @@ class ParetoArchive:
         if not self.objectives:
             raise ValueError("at least one objective metric is needed")
         self.directions: list[str] = directions_for(self.objectives)
-        self._records: dict[str, dict[str, Any]] = {}
+        self._records: dict[str, ParetoRecord] = {}
 
     def __len__(self) -> int:
         return len(self._records)
@@ -171,25 +244,22 @@ class ParetoArchive:
     @property
     def records(self) -> list[dict[str, Any]]:
         """Every archived record, in insertion order."""
-        return list(self._records.values())
+        return [record.to_dict() for record in self._records.values()]
 
-    def add(self, record: Mapping[str, Any]) -> dict[str, Any]:
+    def add(self, record: ParetoRecord | Mapping[str, Any]) -> dict[str, Any]:
         """Archive one record ``{"sample", "metrics"}``; returns the stored copy."""
-        if "sample" not in record or "metrics" not in record:
-            raise ValueError(f"a record needs 'sample' and 'metrics' keys, got {sorted(record)}")
-        metrics = record["metrics"]
-        missing = [name for name in self.objectives if name not in metrics]
+        stored = ParetoRecord.from_dict(record.to_dict() if isinstance(record, ParetoRecord) else record)
+        missing = [name for name in self.objectives if name not in stored.metrics]
         if missing:
             raise ValueError(f"record metrics lack objective(s) {missing}; objectives: {list(self.objectives)}")
         for name in self.objectives:
-            value = float(metrics[name])
+            value = float(stored.metrics[name])
             if math.isnan(value):
-                raise ValueError(f"objective {name!r} is NaN in record {dict(record)}")
-        stored = json.loads(json.dumps(dict(record), default=_json_default))
-        self._records[_sample_key(stored["sample"])] = stored
-        return stored
+                raise ValueError(f"objective {name!r} is NaN in record {stored.to_dict()}")
+        self._records[sample_key(stored.sample)] = stored
+        return stored.to_dict()
 
-    def extend(self, records: Iterable[Mapping[str, Any]]) -> None:
+    def extend(self, records: Iterable[ParetoRecord | Mapping[str, Any]]) -> None:
         """Archive several records."""
         for record in records:
             self.add(record)
@@ -197,7 +267,7 @@ class ParetoArchive:
     def points(self) -> np.ndarray:
         """Objective values, one row per record, in :attr:`objectives` order."""
         return np.array(
-            [[float(r["metrics"][name]) for name in self.objectives] for r in self._records.values()],
+            [[float(r.metrics[name]) for name in self.objectives] for r in self._records.values()],
             dtype=float,
         ).reshape(len(self._records), len(self.objectives))
 
@@ -257,10 +327,3 @@ class ParetoArchive:
         archive.load_state_dict(state)
         return archive
 
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"value {value!r} of type {type(value).__name__} is not JSON-serialisable")

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import bounds as _ibp
-from .bounds import IntervalTensor, UnsupportedOpError, _arg, _plain
+from .bounds import IntervalTensor, UnsupportedOpError, _arg
 
 _logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class _InputSet:
         return self.center_t.shape[0]
 
 
-class LinearBoundTensor(torch.Tensor):
+class LinearBoundTensor(_ibp._BoundTensor):
     """Lower and upper linear functions of the input, and a box, that flow through torch ops.
 
     The functions are ``L = (mA - gA) x + (mb - gb)`` and ``U = (mA + gA) x + (mb + gb)``:
@@ -89,10 +89,9 @@ class LinearBoundTensor(torch.Tensor):
     mb: torch.Tensor
     gA: torch.Tensor | None
     gb: torch.Tensor | None
-    center: torch.Tensor
-    radius: torch.Tensor
     emap: torch.Tensor
     ctx: _InputSet
+    propagation = "linear"
 
     @staticmethod
     def __new__(cls, mA: torch.Tensor, mb: torch.Tensor, gA: torch.Tensor | None, gb: torch.Tensor | None,
@@ -104,9 +103,7 @@ class LinearBoundTensor(torch.Tensor):
                              f"coefficients {tuple(mA.shape)}, example map {tuple(emap.shape)}")
         if (gA is None) != (gb is None):
             raise ValueError("gA and gb must both be given or both be None")
-        out = torch.Tensor._make_wrapper_subclass(  # type: ignore[attr-defined]
-            cls, shape, dtype=center.dtype, device=center.device, requires_grad=False
-        )
+        out = cls._wrapper(center)
         out.mA, out.mb, out.gA, out.gb = mA, mb, gA, gb
         out.center, out.radius, out.emap, out.ctx = center, radius, emap, ctx
         return out
@@ -115,14 +112,6 @@ class LinearBoundTensor(torch.Tensor):
     def exact(self) -> bool:
         """Whether the lower and upper functions are one and the same (no relaxation yet)."""
         return self.gA is None
-
-    @property
-    def lower(self) -> torch.Tensor:
-        return self.center - self.radius
-
-    @property
-    def upper(self) -> torch.Tensor:
-        return self.center + self.radius
 
     def lower_function(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(A, b)`` of the lower linear function."""
@@ -143,19 +132,10 @@ class LinearBoundTensor(torch.Tensor):
         return f"LinearBoundTensor(shape={tuple(self.center.shape)}, inputs={self.ctx.dim}, exact={self.exact})"
 
     @classmethod
-    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001
-        raise UnsupportedOpError(
-            f"linear bound propagation reached the low-level op {func} without a handler; "
-            "the model uses an operation the bounds do not support", op=str(func)
-        )
-
-    @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         name = _ibp._op_name(func)
-        if name in _ibp._PASSTHROUGH or (
-            name == "__get__" and _ibp._property_name(func) not in _ibp._STRUCTURAL_PROPERTIES
-        ):
+        if _ibp._passes_through(func, name):
             return func(*_lmap(args, _center), **_lmap(kwargs, _center))
         own = _OWN.get(name)
         if own is not None:
@@ -182,27 +162,13 @@ _HANDLERS: dict[str, _Handler] = {}
 _OWN: dict[str, Callable[[Callable[..., Any], tuple, dict], Any]] = {}
 
 
-def _register(*names: str) -> Callable[[_Handler], _Handler]:
-    def deco(fn: _Handler) -> _Handler:
-        for name in names:
-            _HANDLERS[name] = fn
-        return fn
-
-    return deco
+_register = _ibp._registrar(_HANDLERS)
+_center = _ibp._center
 
 
 def _lmap(obj: Any, fn: Callable[[LinearBoundTensor], Any]) -> Any:
-    if isinstance(obj, LinearBoundTensor):
-        return fn(obj)
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_lmap(o, fn) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _lmap(v, fn) for k, v in obj.items()}
-    return obj
-
-
-def _center(t: LinearBoundTensor) -> torch.Tensor:
-    return t.center
+    """Apply ``fn`` to every LinearBoundTensor inside nested lists/tuples/dicts."""
+    return _ibp._map(obj, fn, LinearBoundTensor)
 
 
 def _as_box(t: LinearBoundTensor) -> IntervalTensor:
@@ -457,9 +423,7 @@ def _concat(func, args, kwargs, box):
 @_register("pad")
 def _pad(func, args, kwargs, box):
     x = args[0]
-    pad = args[1] if len(args) > 1 else kwargs["pad"]
-    mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
-    value = args[3] if len(args) > 3 else kwargs.get("value", None)
+    pad, mode, value = _ibp._pad_args(args, kwargs)
     if mode != "constant":
         index = torch.arange(x.center.numel(), dtype=torch.float64, device=x.center.device).view(x.center.shape)
         return _gather_like(x, F.pad(index, pad, mode=mode).round().long(), box)
@@ -532,8 +496,7 @@ def _record_linear() -> Iterator[list[_LinearRecord | None]]:
 @_register("linear")
 def _linear(func, args, kwargs, box):
     x = args[0]
-    weight = _plain(_arg(args, kwargs, 1, "weight"), "weight")
-    bias = _plain(_arg(args, kwargs, 2, "bias"), "bias")
+    weight, bias = _ibp._weight_and_bias(args, kwargs)
     if not _rows(x) and x.emap.shape[-1] != 1:
         return _constant(box, x.ctx)
     out = _affine(x, F.linear, weight, bias, box)
@@ -555,10 +518,8 @@ def _folded(func: Callable[..., torch.Tensor], D: int, *rest: Any, **kw: Any) ->
 @_register("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 def _conv(func, args, kwargs, box):
     x = args[0]
-    weight = _plain(_arg(args, kwargs, 1, "weight"), "weight")
-    bias = _plain(_arg(args, kwargs, 2, "bias"), "bias")
-    rest_args = args[3:]
-    rest_kwargs = {k: v for k, v in kwargs.items() if k not in ("input", "weight", "bias")}
+    weight, bias = _ibp._weight_and_bias(args, kwargs)
+    rest_args, rest_kwargs = _ibp._conv_rest(args, kwargs)
     spatial = int(_ibp._op_name(func)[-2])
     if x.center.dim() != spatial + 2 or not _rows(x):
         return _constant(box, x.ctx)
@@ -757,28 +718,22 @@ def _relax_clamp(l: torch.Tensor, u: torch.Tensor, a: float | None, b: float | N
     no = torch.zeros_like(l, dtype=torch.bool)
     low = (l < a) & (u > a) if a is not None else no
     high = (l < b) & (u > b) if b is not None else no
+    # One kink: (level, where the output is flat at it, where only this kink is crossed, the chord's
+    # rise over [l, u], the chord's offset, whether the identity beats the flat line, chord above).
+    kinks = []
     if a is not None:
-        dead = u <= a
-        s_l, t_l = torch.where(dead, zero, s_l), torch.where(dead, zero + a, t_l)
-        s_u, t_u = torch.where(dead, zero, s_u), torch.where(dead, zero + a, t_u)
-        only = low & ~high
-        chord = torch.where(only, (u - a) / torch.where(only, u - l, one), zero)
-        s_u = torch.where(only, chord, s_u)
-        t_u = torch.where(only, a - chord * l, t_u)
-        keep = (u - a) > (a - l)
-        s_l = torch.where(only, keep.to(l.dtype), s_l)
-        t_l = torch.where(only, torch.where(keep, zero, zero + a), t_l)
+        kinks.append((a, u <= a, low & ~high, u - a, lambda c: a - c * l, (u - a) > (a - l), True))
     if b is not None:
-        sat = l >= b
-        s_l, t_l = torch.where(sat, zero, s_l), torch.where(sat, zero + b, t_l)
-        s_u, t_u = torch.where(sat, zero, s_u), torch.where(sat, zero + b, t_u)
-        only = high & ~low
-        chord = torch.where(only, (b - l) / torch.where(only, u - l, one), zero)
-        s_l = torch.where(only, chord, s_l)
-        t_l = torch.where(only, l - chord * l, t_l)
-        keep = (b - l) > (u - b)
-        s_u = torch.where(only, keep.to(l.dtype), s_u)
-        t_u = torch.where(only, torch.where(keep, zero, zero + b), t_u)
+        kinks.append((b, l >= b, high & ~low, b - l, lambda c: l - c * l, (b - l) > (u - b), False))
+    for level, flat, only, rise, offset, keep, chord_above in kinks:
+        s_l, t_l = torch.where(flat, zero, s_l), torch.where(flat, zero + level, t_l)
+        s_u, t_u = torch.where(flat, zero, s_u), torch.where(flat, zero + level, t_u)
+        chord = torch.where(only, rise / torch.where(only, u - l, one), zero)
+        chord_line = (torch.where(only, chord, s_u if chord_above else s_l),
+                      torch.where(only, offset(chord), t_u if chord_above else t_l))
+        step_line = (torch.where(only, keep.to(l.dtype), s_l if chord_above else s_u),
+                     torch.where(only, torch.where(keep, zero, zero + level), t_l if chord_above else t_u))
+        (s_u, t_u), (s_l, t_l) = (chord_line, step_line) if chord_above else (step_line, chord_line)
     if a is not None and b is not None:
         both = low & high
         slope = torch.where(both, (b - a) / torch.where(both, u - a, one), zero)
@@ -954,19 +909,11 @@ def _max_pool2d(func, args, kwargs, box):
 
 def _dropout(func, args, kwargs):
     x = args[0]
-    p = _arg(args, kwargs, 1, "p", 0.5)
-    training = _arg(args, kwargs, 2, "training", True)
-    if not training or p == 0:
-        return x
-    if "alpha" in _ibp._op_name(func):
-        raise UnsupportedOpError(f"linear bound propagation does not support '{_ibp._op_name(func)}' in "
-                                 "training mode", op=_ibp._op_name(func))
-    # one sampled (non-negative) mask for the box and both linear functions: sound for that network
-    mask = func(torch.ones_like(x.center), p, True)
-    return _scale(x, mask, None, IntervalTensor(x.center * mask, x.radius * mask))
+    mask = _ibp._dropout_mask(func, args, kwargs, "linear")
+    return x if mask is None else _scale(x, mask, None, IntervalTensor(x.center * mask, x.radius * mask))
 
 
-for _name in ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"):
+for _name in _ibp._DROPOUTS:
     _OWN[_name] = _dropout
 
 
@@ -984,14 +931,7 @@ def _input(x: torch.Tensor, eps: float, norm: str) -> LinearBoundTensor:
 
 
 def _forward(model: nn.Module, x: torch.Tensor, eps: float, norm: str) -> LinearBoundTensor:
-    out = model(_input(x, eps, norm))
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if not isinstance(out, LinearBoundTensor):
-        raise TypeError(
-            f"the model returned {type(out).__name__}, not linear bounds: its output does not depend on the input"
-        )
-    return out
+    return _ibp._bound_output(model(_input(x, eps, norm)), LinearBoundTensor)
 
 
 def _chunk(model: nn.Module, x: torch.Tensor) -> int:

