@@ -19,11 +19,12 @@ import platform
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from robustnas.plugins._io import write_text_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +87,14 @@ def setup(args: argparse.Namespace) -> None:
     os.environ["MKL_NUM_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads)
     quiet()
+
+
+def start(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """How every ``main()`` begins: parse ``argv`` with ``p``, apply it (:func:`setup`) and describe
+    the machine; returns ``(args, machine info)``."""
+    args = p.parse_args(argv)
+    setup(args)
+    return args, machine()
 
 
 def _cpu_model() -> str:
@@ -226,11 +235,25 @@ def write_result(name: str, args: argparse.Namespace, info: dict[str, Any], conf
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}-", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    return path
+
+
+Table = tuple[str, Sequence[str], Sequence[Sequence[Any]]]
+
+
+def finish(name: str, args: argparse.Namespace, info: dict[str, Any], config: Mapping[str, Any],
+           results: Mapping[str, Any], targets: Sequence[Mapping[str, Any]], notes: Sequence[str] = (),
+           headline: str = "", tables: Sequence[Table] = (), lines: Sequence[str] = ()) -> Path:
+    """How every ``main()`` ends: :func:`write_result`, then each ``(title, header, rows)`` of
+    ``tables`` (:func:`print_table`), each of ``lines``, and :func:`print_targets`; returns the
+    JSON's path."""
+    path = write_result(name, args, info, config, results, targets, notes, headline=headline)
+    for title, header, rows in tables:
+        print_table(title, header, rows)
+    for line in lines:
+        print(f"  {line}")
+    print_targets(targets, info, path)
     return path
 
 
@@ -264,6 +287,74 @@ def _fmt(value: Any) -> str:
             return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
         return f"{value:.3g}"
     return str(value)
+
+
+def digits_models() -> dict[str, Callable[[], Any]]:
+    """Factories of the small digits (1x8x8, 10 classes) networks the attack and bound benchmarks
+    train: an MLP, a BatchNorm CNN, a max-pool CNN, a residual BatchNorm CNN, an average-pool CNN."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(1, 16, 3, padding=1)
+            self.block = nn.Sequential(nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1))
+            self.fc = nn.Linear(16 * 16, 10)
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            h = F.relu(self.stem(x))
+            h = h + self.block(h)
+            return self.fc(F.max_pool2d(h, 2).flatten(1))
+
+    def mlp() -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
+                             nn.Linear(64, 10))
+
+    def bn_cnn() -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
+            nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(),
+            nn.Linear(64, 10),
+        )
+
+    def pool_cnn() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 16, 10))
+
+    def avg_cnn() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1),
+                             nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(128, 10))
+
+    return {"mlp": mlp, "bn-cnn": bn_cnn, "maxpool-cnn": pool_cnn, "residual-bn": Residual, "avgpool-cnn": avg_cnn}
+
+
+def train_briefly(factory: Callable[[], Any], bundle: Any, recipe: str, epochs: int, eps: float,
+                  norm: str = "linf") -> Any:
+    """``factory()`` built after ``torch.manual_seed(0)`` and trained with ``recipe`` at the threat
+    ``(norm, eps)`` for ``epochs`` epochs (batch 32, lr 0.05) on CPU; returned in eval mode."""
+    import torch
+
+    from robustnas.plugins.evaluator import TrainConfig, train_model
+
+    torch.manual_seed(0)
+    model = factory()
+    train_model(model, bundle, TrainConfig(recipe=recipe, epochs=epochs, batch_size=32, lr=0.05, eps=eps, norm=norm,
+                                           progress=False), device="cpu")
+    return model.eval()
+
+
+#: PGD steps of the one-shot strategies that attack while they search (ARNAS, TAM-NAS).
+ONE_SHOT_PGD_STEPS = 7
+#: The one-shot strategies both one-shot benchmarks run: name -> (registry name, keyword arguments).
+#: Their supernets' own metrics are not used, so ARNAS's and DSRNA's evaluation is the cheapest
+#: (1 batch, PGD-1).
+ONE_SHOT_RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "darts": ("darts", {}),
+    "arnas": ("arnas", {"pgd_steps": ONE_SHOT_PGD_STEPS, "val_batches": 1, "eval_pgd_steps": 1}),
+    "dsrna-jacobian": ("dsrna", {"metric": "jacobian", "val_batches": 1, "eval_pgd_steps": 1}),
+    "dsrna-bound": ("dsrna", {"metric": "bound", "val_batches": 1, "eval_pgd_steps": 1}),
+}
 
 
 def demo_space_kwargs(space_name: str, bundle: Any) -> tuple[dict[str, Any], list[str]]:

@@ -33,8 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the evaluator's, 32)")
     p.add_argument("--steps", type=int, nargs="+", default=[7, 10], help="PGD steps k to measure (7 10)")
-    args = p.parse_args(argv)
-    C.setup(args)
+    args, info = C.start(p, argv)
 
     import torch
 
@@ -43,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     from robustnas.plugins.evaluator.training import make_optimizer
     from robustnas.search_spaces import build_model, export_record, get_space, named_architecture
 
-    info = C.machine()
     torch.manual_seed(0)
     bundle = load_dataset("digits")
     space_kwargs, notes = C.demo_space_kwargs("arnas", bundle)
@@ -89,18 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     config = {"model": "ARNAS released genotype", "space": "arnas", "space_kwargs": space_kwargs,
               "dataset": "digits", "batch_size": batch, "eps": eps, "rounds": rounds, "warmup_rounds": 2,
               "optimizer": "SGD (TrainConfig defaults)", "attack": "PGD L-inf, random start, eval mode"}
-    path = C.write_result(NAME, args, info, config, results, targets, notes, headline="; ".join(
+    table = (f"Adversarial training cost (batch {batch}, ARNAS genotype width {space_kwargs.get('width')}, "
+             f"{space_kwargs.get('num_cells')} cells, digits; medians of {rounds} interleaved rounds)",
+             ["ratio", "measured", "ideal k+1", "measured/ideal", "from passes", "overhead", "step ms"], rows)
+    C.finish(NAME, args, info, config, results, targets, notes, tables=[table], headline="; ".join(
         f"PGD-{k} step {1e3 * results['seconds_median'][f'pgd{k}_step']:.0f} ms / clean step "
         f"{1e3 * results['seconds_median']['clean_step']:.0f} ms = {results[f'pgd{k}']['ratio']:.2f} "
-        f"(ideal {k + 1}, {results[f'pgd{k}']['ratio_over_ideal']:.2f} x ideal)" for k in args.steps))
-    C.print_table(
-        f"Adversarial training cost (batch {batch}, ARNAS genotype width {space_kwargs.get('width')}, "
-        f"{space_kwargs.get('num_cells')} cells, digits; medians of {rounds} interleaved rounds)",
-        ["ratio", "measured", "ideal k+1", "measured/ideal", "from passes", "overhead", "step ms"], rows)
-    print(f"  clean step {1e3 * C.median(clean):.1f} ms, attack pass {1e3 * C.median(times['attack_pass']):.1f} ms "
-          f"({results['attack_pass_over_clean_step']:.2f} clean steps), eval forward "
-          f"{1e3 * C.median(times['eval_forward']):.1f} ms")
-    C.print_targets(targets, info, path)
+        f"(ideal {k + 1}, {results[f'pgd{k}']['ratio_over_ideal']:.2f} x ideal)" for k in args.steps),
+        lines=[f"clean step {1e3 * C.median(clean):.1f} ms, attack pass {1e3 * C.median(times['attack_pass']):.1f} "
+               f"ms ({results['attack_pass_over_clean_step']:.2f} clean steps), eval forward "
+               f"{1e3 * C.median(times['eval_forward']):.1f} ms"])
     return 0
 
 

@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                         "quick 64)")
     p.add_argument("--epochs", type=int, default=None,
                    help="adversarial training epochs (default: the demo preset's final epochs; quick 2)")
-    args = p.parse_args(argv)
-    C.setup(args)
+    args, info = C.start(p, argv)
 
     import torch
 
@@ -87,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     from robustnas.search_spaces import build_model, export_record, get_space, named_architecture
 
-    info = C.machine()
     final = dict(PRESETS["demo"]["final"])
     if args.epochs or args.quick:
         final["epochs"] = args.epochs or 2
@@ -122,20 +120,18 @@ def main(argv: list[str] | None = None) -> int:
               "threat": threat.to_dict(), "training": {k: v for k, v in evaluator.train_config().__dict__.items()},
               "n_examples": len(x), "batch_size": cfg.eval_batch_size,
               "fast": "APGD-CE (1 restart) + APGD-T (3 targets)", "standard": "APGD-CE, APGD-T (9), FAB-T (9), Square 5000"}
-    path = C.write_result(NAME, args, info, config, results, targets, notes, headline=(
-        f"standard {runs['standard']['seconds']:.0f} s / fast {runs['fast']['seconds']:.0f} s = {speedup:.1f} x; "
-        f"robust acc fast {100 * runs['fast']['robust_acc']:.1f}% vs standard "
-        f"{100 * runs['standard']['robust_acc']:.1f}% (gap {gap:.1f} points, {len(x)} points)"))
     rows = []
     for mode, run in runs.items():
         parts = ", ".join(f"{a['attack']} {a['seconds']:.1f}s->{100 * a['robust_acc']:.1f}%" for a in run["attacks"])
         rows.append([mode, run["seconds"], 100 * run["robust_acc"], parts])
-    C.print_table(
-        f"AutoAttack fast vs standard on {len(x)} digits test points (L-inf eps {threat.eps:.3g}); model trained "
-        f"{cfg.epochs} epochs PGD-{cfg.train_attack_steps}: clean {100 * clean:.1f}%, PGD-20 {100 * pgd20:.1f}%",
-        ["mode", "seconds", "robust %", "per attack (time -> robust acc after it)"], rows)
-    print(f"  speed-up {speedup:.2f} x, gap {gap:.2f} points")
-    C.print_targets(targets, info, path)
+    table = (f"AutoAttack fast vs standard on {len(x)} digits test points (L-inf eps {threat.eps:.3g}); model "
+             f"trained {cfg.epochs} epochs PGD-{cfg.train_attack_steps}: clean {100 * clean:.1f}%, PGD-20 "
+             f"{100 * pgd20:.1f}%", ["mode", "seconds", "robust %", "per attack (time -> robust acc after it)"], rows)
+    C.finish(NAME, args, info, config, results, targets, notes, tables=[table], headline=(
+        f"standard {runs['standard']['seconds']:.0f} s / fast {runs['fast']['seconds']:.0f} s = {speedup:.1f} x; "
+        f"robust acc fast {100 * runs['fast']['robust_acc']:.1f}% vs standard "
+        f"{100 * runs['standard']['robust_acc']:.1f}% (gap {gap:.1f} points, {len(x)} points)"),
+        lines=[f"speed-up {speedup:.2f} x, gap {gap:.2f} points"])
     return 0
 
 

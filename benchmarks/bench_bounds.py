@@ -41,69 +41,40 @@ EPS_VALUES = (0.01, 0.02, 0.05)
 METHODS = ("interval", "crown")
 
 
-def _models() -> list[tuple[str, str, Callable[[], Any]]]:
-    """(name, training recipe, factory) of the measured models."""
-    import torch.nn.functional as F
-    from torch import nn
+#: (model, training recipe) of the measured models: ``_common.digits_models`` names and a DSRNA cell.
+MODELS = (("mlp", "pgd"), ("bn-cnn", "pgd"), ("maxpool-cnn", "trades"), ("residual-bn", "fgsm-rs"),
+          ("dsrna-cell", "standard"))
 
-    class Residual(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stem = nn.Conv2d(1, 16, 3, padding=1)
-            self.block = nn.Sequential(nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1))
-            self.fc = nn.Linear(16 * 16, 10)
 
-        def forward(self, x):  # noqa: ANN001, ANN202
-            h = F.relu(self.stem(x))
-            h = h + self.block(h)
-            return self.fc(F.max_pool2d(h, 2).flatten(1))
+def _factories() -> dict[str, Callable[[], Any]]:
+    """``_common.digits_models`` and a cell network of the DSRNA space (width 4, 3 cells,
+    ``random_sample(space, seed=0)``)."""
 
-    def mlp() -> nn.Module:
-        return nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(),
-                             nn.Linear(64, 10))
-
-    def bn_cnn() -> nn.Module:
-        return nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
-            nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(),
-            nn.Linear(64, 10),
-        )
-
-    def pool_cnn() -> nn.Module:
-        return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 16, 10))
-
-    def dsrna_cell() -> nn.Module:
+    def dsrna_cell() -> Any:
         from robustnas.search_spaces import get_space, random_sample
 
         space = get_space("dsrna", input_shape=(1, 8, 8), num_classes=10, width=4, num_cells=3)
         return space.freeze(random_sample(space, seed=0))
 
-    return [
-        ("mlp", "pgd", mlp), ("bn-cnn", "pgd", bn_cnn), ("maxpool-cnn", "trades", pool_cnn),
-        ("residual-bn", "fgsm-rs", Residual), ("dsrna-cell", "standard", dsrna_cell),
-    ]
+    return {**C.digits_models(), "dsrna-cell": dsrna_cell}
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _tightness(args, bundle, n: int, epochs: int) -> list[dict[str, Any]]:
+def _tightness(bundle, n: int, epochs: int) -> list[dict[str, Any]]:
     import torch
 
-    from robustnas.plugins.evaluator import TrainConfig, accuracy, train_model
+    from robustnas.plugins.evaluator import accuracy
     from robustnas.plugins.evaluator.autoattack import autoattack_accuracy
     from robustnas.plugins.evaluator.bounds import certified_accuracy, margin_lower_bound
 
     x, y = bundle.tensors("test", n)
+    factories = _factories()
     rows: list[dict[str, Any]] = []
-    for name, recipe, factory in _models():
-        torch.manual_seed(0)
-        model = factory()
-        train_model(model, bundle, TrainConfig(recipe=recipe, epochs=epochs, batch_size=32, lr=0.05, eps=TRAIN_EPS,
-                                               norm="linf", progress=False), device="cpu")
-        model.eval()
+    for name, recipe in MODELS:
+        model = C.train_briefly(factories[name], bundle, recipe, epochs, TRAIN_EPS)
         clean = accuracy(model, x, y)
         for eps in EPS_VALUES:
             row: dict[str, Any] = {"model": name, "recipe": recipe, "eps": eps, "clean_acc": clean}
@@ -181,18 +152,16 @@ def _dsrna_cost(bundle, batches: tuple[int, ...], rounds: int) -> list[dict[str,
 def main(argv: list[str] | None = None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--n-examples", type=int, default=None, help="test points per model (200; quick 50)")
-    args = p.parse_args(argv)
-    C.setup(args)
+    args, info = C.start(p, argv)
 
     from robustnas.plugins.evaluator import load_dataset
 
-    info = C.machine()
     n = args.n_examples or (50 if args.quick else 200)
     epochs = 2 if args.quick else 10
     batches = (8,) if args.quick else (8, 16)
     rounds = 2 if args.quick else 5
     bundle = load_dataset("digits")
-    rows = _tightness(args, bundle, n, epochs)
+    rows = _tightness(bundle, n, epochs)
     cost = _dsrna_cost(bundle, batches, rounds)
 
     fewer = sum(r["crown"]["certified_acc"] < r["interval"]["certified_acc"] for r in rows)
@@ -211,19 +180,20 @@ def main(argv: list[str] | None = None) -> int:
     config = {"dataset": "digits", "n_examples": n, "epochs": epochs, "train_eps": TRAIN_EPS,
               "eps_values": list(EPS_VALUES), "dsrna_supernet": "DSRNASpace width 4, 3 cells, NNI DARTS mixed ops",
               "dsrna_batches": list(batches), "rounds": rounds}
-    path = C.write_result(NAME, args, info, config, {"rows": rows, "dsrna_cost": cost}, targets, headline=headline)
-    C.print_table(
-        f"Certified accuracy and mean worst-case margin bound, interval vs crown ({n} digits test points)",
-        ["model", "recipe", "eps", "clean", "AA", "cert IBP", "cert CROWN", "margin IBP", "margin CROWN",
-         "s IBP", "s CROWN"],
-        [[r["model"], r["recipe"], r["eps"], r["clean_acc"], r["autoattack_acc"], r["interval"]["certified_acc"],
-          r["crown"]["certified_acc"], r["interval"]["mean_margin_bound"], r["crown"]["mean_margin_bound"],
-          r["interval"]["seconds"], r["crown"]["seconds"]] for r in rows])
-    C.print_table("DSRNA bound_metric: seconds per forward + backward (training mode)",
-                  ["batch", "interval s", "crown s", "ratio", "peak RSS MB after interval", "after crown"],
-                  [[c["batch"], c["interval_s"], c["crown_s"], c["ratio"], c["peak_rss_mb_after_interval"],
-                    c["peak_rss_mb_after_crown"]] for c in cost])
-    C.print_targets(targets, info, path)
+    tables = [
+        (f"Certified accuracy and mean worst-case margin bound, interval vs crown ({n} digits test points)",
+         ["model", "recipe", "eps", "clean", "AA", "cert IBP", "cert CROWN", "margin IBP", "margin CROWN",
+          "s IBP", "s CROWN"],
+         [[r["model"], r["recipe"], r["eps"], r["clean_acc"], r["autoattack_acc"], r["interval"]["certified_acc"],
+           r["crown"]["certified_acc"], r["interval"]["mean_margin_bound"], r["crown"]["mean_margin_bound"],
+           r["interval"]["seconds"], r["crown"]["seconds"]] for r in rows]),
+        ("DSRNA bound_metric: seconds per forward + backward (training mode)",
+         ["batch", "interval s", "crown s", "ratio", "peak RSS MB after interval", "after crown"],
+         [[c["batch"], c["interval_s"], c["crown_s"], c["ratio"], c["peak_rss_mb_after_interval"],
+           c["peak_rss_mb_after_crown"]] for c in cost]),
+    ]
+    C.finish(NAME, args, info, config, {"rows": rows, "dsrna_cost": cost}, targets, headline=headline,
+             tables=tables)
     return 0
 
 

@@ -2,10 +2,10 @@
 
 Each one-shot strategy (NNI's DARTS, ARNAS, DSRNA with its Jacobian and with its bound metric,
 TAM-NAS) trains its supernet on the table's data (digits, the protocol's split seed) and space
-(robust201, width 8, one cell per stage) through the real NNI path
-(``run_experiment(space, strategy, classification_evaluator(bundle, max_epochs=EPOCHS))``, batch 64,
-every training batch each epoch), once per seed (``torch.manual_seed(seed)`` before the space is
-built; TAM-NAS also gets ``seed``). Then, with ``robustnas.plugins.bench._diagnostics``:
+(robust201, width 8, one cell per stage) through the real NNI path, as ``compare_on_table`` runs it
+(``robustnas.plugins.bench.run_one_shot``: batch 64, every training batch each epoch), once per seed
+(Python, NumPy and torch seeded with ``seed`` before the space is built; TAM-NAS also gets
+``seed``). Then, with ``robustnas.plugins.bench._diagnostics``:
 
 1. Kendall's tau between the supernet's own scores of the table's cells (log-probability under
    the architecture weights; TAM-NAS: PGD accuracy with inherited weights) and the table's PGD
@@ -29,7 +29,6 @@ few-minute run). ``--quick``: 1 epoch of 4 batches, seed 0, 20 cells (under a mi
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,44 +42,32 @@ EPOCHS = 5
 SEEDS = (0, 1, 2)
 RANK_CELLS = 100
 TOP = 0.05
-PGD_STEPS = 7
+PGD_STEPS = C.ONE_SHOT_PGD_STEPS
 
-#: name -> (registry name, keyword arguments). The DARTS-style records' own supernet metrics are
-#: not used here, so their evaluation is the cheapest (1 batch, PGD-1).
+#: name -> (registry name, keyword arguments).
 RUNS: dict[str, tuple[str, dict[str, Any]]] = {
-    "darts": ("darts", {}),
-    "arnas": ("arnas", {"pgd_steps": PGD_STEPS, "eval_batches": 1, "eval_pgd_steps": 1}),
-    "dsrna-jacobian": ("dsrna", {"metric": "jacobian", "eval_batches": 1, "eval_pgd_steps": 1}),
-    "dsrna-bound": ("dsrna", {"metric": "bound", "eval_batches": 1, "eval_pgd_steps": 1}),
+    **C.ONE_SHOT_RUNS,
     "tamnas": ("tamnas", {"attack_steps": PGD_STEPS, "population_size": 8, "generations": 3}),
 }
-_THREAT_AWARE = ("arnas", "dsrna", "tamnas")
+#: name -> its name among ``robustnas.plugins.bench.ONE_SHOT_ON_TABLE``.
+ON_TABLE = {"darts": "darts", "arnas": "arnas", "dsrna-jacobian": "dsrna", "dsrna-bound": "dsrna-bound",
+            "tamnas": "tamnas"}
 
 
-def search(bench: Any, bundle: Any, name: str, seed: int, epochs: int, batches: int | None,
+def search(bench: Any, name: str, seed: int, epochs: int, batches: int | None,
            quick: bool) -> tuple[Any, dict[str, Any], float]:
-    """Train one strategy's supernet on the table's data and space; returns (strategy, export, seconds)."""
-    import torch
+    """Train one strategy's supernet on the table's data and space (:func:`run_one_shot`, which
+    gives the threat-aware ones the table's threat model and TAM-NAS ``seed``); returns
+    (strategy, NNI's top export, seconds)."""
+    from robustnas.plugins.bench import run_one_shot
 
-    from robustnas.plugins.nni import classification_evaluator, run_experiment
-    from robustnas.strategies import get_strategy
-
-    registry, kwargs = RUNS[name]
-    kwargs = dict(kwargs)
-    if registry in _THREAT_AWARE:
-        kwargs.update(eps=bundle.threat.eps, norm=bundle.threat.norm)
-    if registry == "tamnas":
-        kwargs["seed"] = seed
-        if quick:
-            kwargs.update(population_size=4, generations=1)
-    torch.manual_seed(seed)  # the supernet's initial weights and the DARTS-style strategies' draws
-    strategy = get_strategy(registry, **kwargs)
-    evaluator = classification_evaluator(bundle, max_epochs=epochs, limit_train_batches=batches)
-    with tempfile.TemporaryDirectory(prefix="robustnas-diag-") as workdir, C.silenced():
-        t0 = time.perf_counter()
-        result = run_experiment(bench.space(), strategy, evaluator, working_dir=workdir)
-        seconds = time.perf_counter() - t0
-    return strategy, dict(result.exported[0]), seconds
+    kwargs = dict(RUNS[name][1])
+    if name == "tamnas" and quick:
+        kwargs.update(population_size=4, generations=1)
+    with C.silenced():
+        run = run_one_shot(bench, ON_TABLE[name], seed, epochs=epochs, batches=batches, strategy_kwargs=kwargs,
+                           missing="fail")
+    return run.strategy, run.exported[0], run.search_seconds
 
 
 def gamma_summary(strategy: Any) -> dict[str, Any] | None:
@@ -98,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                    help=f"search seeds per strategy (default: {' '.join(map(str, SEEDS))}; --quick: 0)")
     p.add_argument("--epochs", type=int, default=None, help=f"supernet epochs (default {EPOCHS}; --quick: 1)")
-    args = p.parse_args(argv)
-    C.setup(args)
+    args, info = C.start(p, argv)
 
     from robustnas.plugins.bench import load_benchmark
     from robustnas.plugins.bench._diagnostics import (
@@ -107,7 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     from robustnas.plugins.evaluator import load_dataset
 
-    info = C.machine()
     bench = load_benchmark("robust201-digits")
     protocol = bench.protocol
     bundle = load_dataset(protocol.dataset, seed=protocol.data_seed)
@@ -121,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     for seed in seeds:
         for name in RUNS:
-            strategy, export, search_seconds = search(bench, bundle, name, seed, epochs, batches, args.quick)
+            strategy, export, search_seconds = search(bench, name, seed, epochs, batches, args.quick)
             t0 = time.perf_counter()
             extra: dict[str, Any] = {}
             if hasattr(strategy, "evaluate_subnet"):
@@ -199,53 +184,54 @@ def main(argv: list[str] | None = None) -> int:
                             if v["kendall_tau_mean"] is not None)
                 + f"; zero-cost Spearman (n={proxies['n']}): jacobian {rho['jacobian']['rho']:.2f}, "
                   f"bound {rho['bound']['rho']:.2f}, params {rho['params']['rho']:.2f}")
-    path = C.write_result(NAME, args, info, config, results, [], notes, headline=headline)
-
-    C.print_table(f"Supernet ranking vs the table (pgd_acc), {epochs} epoch(s), n = {len(cells)} of "
-                  f"{len(bench)} held cells",
-                  ["strategy", "seed", "search s", "tau", "p", "spearman", "top cell pgd", "pct",
-                   "export pf", "export pf (canon.)", "export pgd"],
-                  [[r["strategy"], r["seed"], r["search_seconds"], r["ranking"]["kendall_tau"], r["ranking"]["p_value"],
-                    r["ranking"]["spearman"], r["ranking"]["top_cell"]["pgd_acc"],
-                    r["ranking"]["top_cell"]["percentile"], r["export_share"]["parameter_free"],
-                    r["export_share_canonical"]["parameter_free"],
-                    "-" if r["export_pgd_acc"] is None else r["export_pgd_acc"]] for r in runs])
-    C.print_table(f"Per strategy over {len(seeds)} seed(s)",
-                  ["strategy", "tau mean", "tau min", "tau max", "exports pf", "exports pf (canon.)"],
-                  [[name, v["kendall_tau_mean"], *(v["kendall_tau_range"] or [None, None]),
-                    v["exports_share"]["parameter_free"], v["exports_share_canonical"]["parameter_free"]]
-                   for name, v in per_strategy.items()])
-    rows = []
+    share_rows = []
     for name, s in per_strategy.items():
         c = s["exports_share_canonical"]
-        rows.append([f"exports {name} (canon.)", c["edges"], c["parameter_free"], c["none"], c["skip_connect"],
-                     c["avg_pool_3x3"]])
+        share_rows.append([f"exports {name} (canon.)", c["edges"], c["parameter_free"], c["none"], c["skip_connect"],
+                           c["avg_pool_3x3"]])
     for label, part in ((f"table top {TOP:.0%} ({table_share['top']['cells']} cells)", table_share["top"]),
                         (f"table, all {table_share['all']['cells']} cells", table_share["all"])):
-        rows.append([label, part["edges"], part["parameter_free"], part["none"], part["skip_connect"],
-                     part["avg_pool_3x3"]])
-    C.print_table("Share of parameter-free edges", ["cells", "edges", "param-free", "none", "skip", "avg_pool"], rows)
-    C.print_table(f"Zero-cost proxies at initialisation vs the table's pgd_acc (n = {proxies['n']}, "
-                  f"{proxy_seconds:.1f} s)", ["proxy (larger = more robust)", "spearman rho", "p"],
-                  [["-jacobian_norm (DSRNA R_jacobian)", rho["jacobian"]["rho"], rho["jacobian"]["p_value"]],
-                   ["bound (DSRNA R_bound, IBP)", rho["bound"]["rho"], rho["bound"]["p_value"]],
-                   ["params (baseline)", rho["params"]["rho"], rho["params"]["p_value"]]])
+        share_rows.append([label, part["edges"], part["parameter_free"], part["none"], part["skip_connect"],
+                           part["avg_pool_3x3"]])
+    tables = [
+        (f"Supernet ranking vs the table (pgd_acc), {epochs} epoch(s), n = {len(cells)} of {len(bench)} held cells",
+         ["strategy", "seed", "search s", "tau", "p", "spearman", "top cell pgd", "pct",
+          "export pf", "export pf (canon.)", "export pgd"],
+         [[r["strategy"], r["seed"], r["search_seconds"], r["ranking"]["kendall_tau"], r["ranking"]["p_value"],
+           r["ranking"]["spearman"], r["ranking"]["top_cell"]["pgd_acc"],
+           r["ranking"]["top_cell"]["percentile"], r["export_share"]["parameter_free"],
+           r["export_share_canonical"]["parameter_free"],
+           "-" if r["export_pgd_acc"] is None else r["export_pgd_acc"]] for r in runs]),
+        (f"Per strategy over {len(seeds)} seed(s)",
+         ["strategy", "tau mean", "tau min", "tau max", "exports pf", "exports pf (canon.)"],
+         [[name, v["kendall_tau_mean"], *(v["kendall_tau_range"] or [None, None]),
+           v["exports_share"]["parameter_free"], v["exports_share_canonical"]["parameter_free"]]
+          for name, v in per_strategy.items()]),
+        ("Share of parameter-free edges", ["cells", "edges", "param-free", "none", "skip", "avg_pool"], share_rows),
+        (f"Zero-cost proxies at initialisation vs the table's pgd_acc (n = {proxies['n']}, {proxy_seconds:.1f} s)",
+         ["proxy (larger = more robust)", "spearman rho", "p"],
+         [["-jacobian_norm (DSRNA R_jacobian)", rho["jacobian"]["rho"], rho["jacobian"]["p_value"]],
+          ["bound (DSRNA R_bound, IBP)", rho["bound"]["rho"], rho["bound"]["p_value"]],
+          ["params (baseline)", rho["params"]["rho"], rho["params"]["p_value"]]]),
+    ]
+    lines = []
     for r in runs:
         if "arnas_gamma" in r:
             g = r["arnas_gamma"]
-            print(f"  ARNAS seed {r['seed']}: MGDA gamma mean {g['mean']:.3f} over {g['steps']} steps, "
-                  f"0 at {g['share_zero']:.0%} of them, 1 at {g['share_one']:.0%}")
+            lines.append(f"ARNAS seed {r['seed']}: MGDA gamma mean {g['mean']:.3f} over {g['steps']} steps, "
+                         f"0 at {g['share_zero']:.0%} of them, 1 at {g['share_one']:.0%}")
     for r in runs:
         if "ranking_by_inherited_clean_acc" in r:
             c = r["ranking_by_inherited_clean_acc"]
-            print(f"  {r['strategy']} seed {r['seed']}: inherited PGD accuracy takes {r['ranking']['distinct_scores']} "
-                  f"distinct values over the cells; ranked by inherited clean accuracy instead: tau "
-                  f"{c['kendall_tau']:.3f} (p {c['p_value']:.3g}, {c['distinct_scores']} distinct values)")
+            lines.append(f"{r['strategy']} seed {r['seed']}: inherited PGD accuracy takes "
+                         f"{r['ranking']['distinct_scores']} distinct values over the cells; ranked by inherited "
+                         f"clean accuracy instead: tau {c['kendall_tau']:.3f} (p {c['p_value']:.3g}, "
+                         f"{c['distinct_scores']} distinct values)")
     if noise.get("metrics"):
-        print(f"  the table's own seed-to-seed Kendall tau of pgd_acc: {noise['metrics']['pgd_acc']['kendall_tau']:.2f} "
-              f"({noise['cells']} cells with 3 seeds)")
-    print(f"  total {total:.0f} s")
-    C.print_targets([], info, path)
+        lines.append(f"the table's own seed-to-seed Kendall tau of pgd_acc: "
+                     f"{noise['metrics']['pgd_acc']['kendall_tau']:.2f} ({noise['cells']} cells with 3 seeds)")
+    lines.append(f"total {total:.0f} s")
+    C.finish(NAME, args, info, config, results, [], notes, headline=headline, tables=tables, lines=lines)
     return 0
 
 

@@ -41,7 +41,7 @@ import _common as C  # noqa: E402
 NAME = "jobs"
 TARGET = 1.7
 
-_QUICK_EVAL = {"batch_size": 32, "attack": "fast", "eps": 0.1, "recipe": "standard", "pgd_eval_steps": 5,
+_QUICK_EVAL = {"batch_size": 32, "aa_mode": "fast", "eps": 0.1, "recipe": "standard", "pgd_eval_steps": 5,
                "latency_repeats": 1, "escalate": False}
 #: The compared comparison. Full: the demo preset's space and evaluators on 4 units of like cost.
 FULL = {"preset": "demo", "strategies": ["random", "optuna-nsga2"], "seeds": [0, 1], "budget": 2, "top_k": 1}
@@ -220,25 +220,22 @@ def main(argv: list[str] | None = None) -> int:
                "unit_task_seconds": units, "unit_task_seconds_two_jobs": units_two, "ideal_speedup": ideal,
                "engines": engines}
     cfg = {"compare": options, "threads_per_process": 1, "engine": "ray (robustnas.plugins._parallel)"}
-    path = C.write_result(NAME, args, info, cfg, results, targets, notes, headline=(
+    tables = [(f"compare --jobs 1 against --jobs 2 ({len(units)} units)", ["run", "wall s", "engine start s", "rows"],
+               [[f"--jobs {k}", r["wall_seconds"], r["engine_start_seconds"] or "-", r["rows"]]
+                for k, r in runs.items()]),
+              ("task seconds of each unit (search, then retraining)", ["unit", "--jobs 1", "--jobs 2"],
+               [[u, s, units_two.get(u, "-")] for u, s in units.items()])]
+    if engines:
+        tables.append(("engines, 2 one-CPU workers (fresh process each)",
+                       ["engine", "version", "start s", "first 2 tasks s", "round trip ms", "idle cores",
+                        "processes", "RSS MB", "stop s", "task on main thread"],
+                       [[e["engine"], e["version"], e["start_seconds"], e["first_tasks_seconds"],
+                         e["task_round_trip_ms"], e["idle_cpu_cores"], e["processes"], e["rss_mb"], e["stop_seconds"],
+                         e["task_on_main_thread"]] for e in engines.values()]))
+    C.finish(NAME, args, info, cfg, results, targets, notes, tables=tables, headline=(
         f"--jobs 2 {runs[2]['wall_seconds']:.1f} s vs --jobs 1 {runs[1]['wall_seconds']:.1f} s = {speedup:.2f} x "
         f"(units allow {ideal:.2f} x; Ray ready in {runs[2]['engine_start_seconds']} s); "
         f"results {'identical' if identical else 'DIFFERENT'}"))
-    C.print_table(f"compare --jobs 1 against --jobs 2 ({len(units)} units)",
-                  ["run", "wall s", "engine start s", "rows"],
-                  [[f"--jobs {k}", r["wall_seconds"], r["engine_start_seconds"] or "-", r["rows"]]
-                   for k, r in runs.items()])
-    C.print_table("task seconds of each unit (search, then retraining)", ["unit", "--jobs 1", "--jobs 2"],
-                  [[u, s, units_two.get(u, "-")] for u, s in units.items()])
-    if engines:
-        C.print_table("engines, 2 one-CPU workers (fresh process each)",
-                      ["engine", "version", "start s", "first 2 tasks s", "round trip ms", "idle cores",
-                       "processes", "RSS MB", "stop s", "task on main thread"],
-                      [[e["engine"], e["version"], e["start_seconds"], e["first_tasks_seconds"],
-                        e["task_round_trip_ms"], e["idle_cpu_cores"], e["processes"], e["rss_mb"], e["stop_seconds"],
-                        e["task_on_main_thread"]]
-                       for e in engines.values()])
-    C.print_targets(targets, info, path)
     return 0 if identical else 1
 
 

@@ -55,15 +55,12 @@ import _common as C  # noqa: E402
 NAME = "oneshot"
 TARGET = 1.25
 BATCH = 64
-PGD_STEPS = 7
+PGD_STEPS = C.ONE_SHOT_PGD_STEPS
 
 #: What each measured strategy runs: registry name and keyword arguments.
 RUNS: dict[str, tuple[str, dict[str, Any]]] = {
-    "darts": ("darts", {}),
-    "arnas": ("arnas", {"pgd_steps": PGD_STEPS, "eval_batches": 1, "eval_pgd_steps": 1}),
-    "dsrna-jacobian": ("dsrna", {"metric": "jacobian", "eval_batches": 1, "eval_pgd_steps": 1}),
-    "dsrna-bound": ("dsrna", {"metric": "bound", "eval_batches": 1, "eval_pgd_steps": 1}),
-    "dsrna-combined": ("dsrna", {"metric": "combined", "eval_batches": 1, "eval_pgd_steps": 1}),
+    **C.ONE_SHOT_RUNS,
+    "dsrna-combined": ("dsrna", {"metric": "combined", "val_batches": 1, "eval_pgd_steps": 1}),
     "tamnas": ("tamnas", {"attack_steps": PGD_STEPS}),
 }
 
@@ -206,12 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=None, help="training steps per measured epoch (5; quick 3)")
     p.add_argument("--only", nargs="+", choices=list(RUNS), help="measure these strategies (darts always)")
-    args = p.parse_args(argv)
-    C.setup(args)
+    args, info = C.start(p, argv)
 
     from robustnas.plugins.evaluator import load_dataset
 
-    info = C.machine()
     bundle = load_dataset("digits")
     space_kwargs, notes = C.demo_space_kwargs("arnas", bundle)
     steps = args.steps or (3 if args.quick else 5)
@@ -275,21 +270,18 @@ def main(argv: list[str] | None = None) -> int:
               "strategies": {n: {"registry": RUNS[n][0], **RUNS[n][1]} for n in names},
               "step_passes": STEP_PASSES, "naive_pairs": NAIVE_PAIRS,
               "darts": "NNI DARTS, first order, evaluator optimiser (Adam 1e-3)"}
-    path = C.write_result(NAME, args, info, config, results, targets, notes, headline="; ".join(
+    table = (f"One-shot search cost on the demo ARNAS supernet (width {space_kwargs.get('width')}, "
+             f"{space_kwargs.get('num_cells')} cells), digits, batch {BATCH}; medians of {steps - 1} steps, "
+             f"epoch = {steps_per_epoch} steps",
+             ["strategy", "s / epoch", "s / step", "ratio to DARTS", "ideal (units)", "ratio / ideal", "naive pairs"],
+             rows)
+    C.finish(NAME, args, info, config, results, targets, notes, tables=[table], headline="; ".join(
         f"{n} {results['strategies'][n]['seconds_per_epoch']:.0f} s/epoch"
         + ("" if n == "darts" else f" ({results['strategies'][n]['ratio_to_darts']:.2f} x DARTS, ideal "
-                                   f"{results['strategies'][n]['ideal_ratio']:.2f})") for n in names))
-    C.print_table(
-        f"One-shot search cost on the demo ARNAS supernet (width {space_kwargs.get('width')}, "
-        f"{space_kwargs.get('num_cells')} cells), digits, batch {BATCH}; medians of {steps - 1} steps, "
-        f"epoch = {steps_per_epoch} steps",
-        ["strategy", "s / epoch", "s / step", "ratio to DARTS", "ideal (units)", "ratio / ideal", "naive pairs"],
-        rows)
-    print("  DARTS step (ms) in its runs around the others: "
-          + ", ".join(f"{1e3 * m:.0f}" for m in darts_medians)
-          + f" (drift {results['darts_drift']:.2f}; each ratio uses the two runs around it)")
-    print("  unit passes (ms): " + ", ".join(f"{k} {1e3 * v:.0f}" for k, v in unit.items()))
-    C.print_targets(targets, info, path)
+                                   f"{results['strategies'][n]['ideal_ratio']:.2f})") for n in names),
+        lines=["DARTS step (ms) in its runs around the others: " + ", ".join(f"{1e3 * m:.0f}" for m in darts_medians)
+               + f" (drift {results['darts_drift']:.2f}; each ratio uses the two runs around it)",
+               "unit passes (ms): " + ", ".join(f"{k} {1e3 * v:.0f}" for k, v in unit.items())])
     return 0
 
 

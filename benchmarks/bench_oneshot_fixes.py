@@ -4,9 +4,9 @@ For DSRNA (Jacobian and bound) on the ``robust201-digits`` table's data and spac
 seeds, measures the parameter-free share of the exports and their table PGD accuracy
 (regret against the table's best) under three settings:
 
-- ``argmax``: NNI's export (the argmax of each edge's architecture weights, ``none`` included),
-  as before 2026-12-03;
-- ``no-none``: DARTS' derivation, ``none`` never exported (the default now);
+- ``argmax``: NNI's export (the argmax of each edge's architecture weights, ``none`` included:
+  ``exclude_none=False``);
+- ``no-none``: DARTS' derivation, ``none`` never exported (DSRNA's default);
 - ``no-none+warmup``: also the first author's re-implementation's recipe: the first 2 of the
   5 epochs on plain cross-entropy, and ``1e-4 R`` added to the weight loss.
 
@@ -38,15 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=4, help="seeds per setting (default 4)")
     p.add_argument("--epochs", type=int, default=5, help="supernet epochs (default 5)")
-    args = p.parse_args(argv)
-    C.setup(args)
+    args, info = C.start(p, argv)
 
     import numpy as np
 
     from robustnas.plugins.bench import LiveCells, load_benchmark, parameter_free_share, run_one_shot
     from robustnas.plugins.bench._stats import table_target
 
-    info = C.machine()
     bench = load_benchmark("robust201-digits")
     seeds = list(range(2 if args.quick else args.seeds))
     epochs = 1 if args.quick else args.epochs
@@ -84,12 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     results["table_best_pgd_acc"] = target.best
     config = {"seeds": seeds, "epochs": epochs, "settings": SETTINGS, "table_cells": len(bench),
               "live_cells": len(live)}
-    path = C.write_result(NAME, args, info, config, results, [], [
+    C.finish(NAME, args, info, config, results, [], [
         f"table holds {len(bench)} of {bench.size} cells; exports it lacks were measured with its protocol"],
-        headline="; ".join(f"{r[0]}: parameter-free {r[1]:.2f}, regret {r[4]:.3f}" for r in table_rows))
-    C.print_table("DSRNA exports on the table", ["variant", "param-free", "none", "pgd_acc", "regret", "se"],
-                  table_rows)
-    C.print_targets([], info, path)
+        headline="; ".join(f"{r[0]}: parameter-free {r[1]:.2f}, regret {r[4]:.3f}" for r in table_rows),
+        tables=[("DSRNA exports on the table", ["variant", "param-free", "none", "pgd_acc", "regret", "se"],
+                 table_rows)])
     return 0
 
 

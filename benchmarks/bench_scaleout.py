@@ -99,14 +99,12 @@ def _open(storage: str):
 def main(argv: list[str] | None = None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=None, help="trials per run, even (6; quick 2)")
-    args = p.parse_args(argv)
-    C.setup(args)
+    args, info = C.start(p, argv)
 
     from robustnas.plugins.compare import PRESETS
     from robustnas.plugins.evaluator import load_dataset
     from robustnas.search_spaces import get_space
 
-    info = C.machine()
     n = args.trials or (2 if args.quick else 6)
     evaluator = {**PRESETS["demo"]["search"], "epochs": 1, "n_examples": 16 if args.quick else 32,
                  "dataset": "digits"}
@@ -131,17 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     config = {"trials": n, "space": "arnas", "space_kwargs": space_kwargs, "evaluator": evaluator,
               "storage": "Optuna JournalFileBackend (one file per run)", "threads_per_worker": 1,
               "architectures": "the same n seeded random architectures enqueued in both runs"}
-    path = C.write_result(NAME, args, info, config, results, targets, notes, headline=(
-        f"2 workers {runs[2]['trials_per_minute_span']:.2f} trials/min vs 1 worker "
-        f"{runs[1]['trials_per_minute_span']:.2f} = {speedup:.2f} x ({n} trials)"))
     rows = [[f"{k} worker(s)", r["complete"], r["span_seconds"], r["trials_per_minute_span"],
              r["wall_seconds"], r["trials_per_minute_wall"], r["mean_trial_seconds"], r["trials_by_worker"]]
             for k, r in runs.items()]
-    C.print_table(f"Scale-out: {n} trials (same architectures) on one journal file, evaluator {evaluator}",
-                  ["run", "trials", "span s", "trials/min", "wall s", "trials/min (wall)", "s/trial", "per worker"],
-                  rows)
-    print(f"  speed-up {speedup:.2f} x (first start to last end), {speedup_wall:.2f} x (wall, with start-up)")
-    C.print_targets(targets, info, path)
+    table = (f"Scale-out: {n} trials (same architectures) on one journal file, evaluator {evaluator}",
+             ["run", "trials", "span s", "trials/min", "wall s", "trials/min (wall)", "s/trial", "per worker"], rows)
+    C.finish(NAME, args, info, config, results, targets, notes, tables=[table], headline=(
+        f"2 workers {runs[2]['trials_per_minute_span']:.2f} trials/min vs 1 worker "
+        f"{runs[1]['trials_per_minute_span']:.2f} = {speedup:.2f} x ({n} trials)"),
+        lines=[f"speed-up {speedup:.2f} x (first start to last end), {speedup_wall:.2f} x (wall, with start-up)"])
     return 0
 
 

@@ -3,8 +3,8 @@
 Every (strategy, seed) unit runs ``robustnas.plugins.compare.run_search`` on the same space
 (the demo preset's ARNAS space), data and budget, and the top ``top_k`` architectures it
 returns (first front of what the search measured, most robust first: the compare harness's
-rule) are retrained from scratch and measured by the same ``final`` evaluator (PGD-7
-adversarial training, AutoAttack ``fast``). Budget per seed: ``budget`` candidates for random
+rule) are retrained from scratch by the harness's own ``retrain`` and measured by the same
+``final`` evaluator (PGD-7 adversarial training, AutoAttack ``fast``). Budget per seed: ``budget`` candidates for random
 search and Optuna NSGA-II (each trained and attacked by the ``search`` evaluator, the demo's
 FGSM-RS one; NSGA-II's population is the compare default, a third of the budget, so it runs
 three generations), ``budget`` subnets for TAM-NAS (population a third of the budget, three
@@ -61,8 +61,8 @@ def settings(quick: bool) -> dict[str, Any]:
     if quick:
         return {"space_kwargs": {"width": 4, "num_cells": 4}, "seeds": [0], "budget": 4, "top_k": 1, "median_n": 1,
                 "search_epochs": 1, "search_batches": 3,
-                "search": {"recipe": "fgsm-rs", "epochs": 1, "batch_size": 64, "attack": "fast", "n_examples": 32},
-                "final": {"recipe": "pgd", "epochs": 1, "batch_size": 64, "attack": "fast", "n_examples": 32}}
+                "search": {"recipe": "fgsm-rs", "epochs": 1, "batch_size": 64, "aa_mode": "fast", "n_examples": 32},
+                "final": {"recipe": "pgd", "epochs": 1, "batch_size": 64, "aa_mode": "fast", "n_examples": 32}}
     return {"space_kwargs": dict(demo["space_kwargs"]), "seeds": [0, 1, 2], "budget": 9, "top_k": 2, "median_n": 4,
             "search_epochs": 1, "search_batches": 8, "search": dict(demo["search"]), "final": dict(demo["final"])}
 
@@ -78,21 +78,8 @@ def _config(budget: dict[str, Any], strategy: str, out: str) -> Any:
         top_k=budget["budget"] if strategy in MULTI_TRIAL else budget["top_k"],
         strategy_kwargs={"tamnas": {"population_size": population_for(budget["budget"]),
                                     "generations": max(1, budget["budget"] // population_for(budget["budget"])),
-                                    "eval_batches": 2, "bn_batches": 4}},
+                                    "val_batches": 2, "bn_batches": 4}},
         search=dict(budget["search"]), final=dict(budget["final"]), out=out)
-
-
-def _final(config: Any, record: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Retrain ``record`` from scratch with the run's final evaluator; its metrics."""
-    import torch
-
-    from robustnas.plugins.evaluator import EvaluatorConfig, RobustnessEvaluator
-    from robustnas.search_spaces import build_model
-
-    evaluator = RobustnessEvaluator(EvaluatorConfig.from_dict(
-        {"dataset": config.dataset, "progress": False, **config.final, "seed": seed}))
-    torch.manual_seed(seed)
-    return evaluator.evaluate(build_model(record))
 
 
 def _median_architectures(config: Any, seed: int, n: int) -> list[dict[str, Any]]:
@@ -112,7 +99,7 @@ def run_unit(strategy: str, seed: int, budget: dict[str, Any], out: str, threads
 
     C.quiet()
     torch.set_num_threads(threads)
-    from robustnas.plugins.compare import run_search
+    from robustnas.plugins.compare import retrain, run_search
 
     t0 = time.perf_counter()
     try:
@@ -122,14 +109,14 @@ def run_unit(strategy: str, seed: int, budget: dict[str, Any], out: str, threads
         if strategy == "median":
             found = [{"record": r, "search_metrics": {}, "search_cost": {"candidates": 0, "wall_seconds": 0.0}}
                      for r in _median_architectures(config, seed, budget["median_n"])]
-            retrain = found
+            chosen = found
         else:
             with C.silenced():
-                found = run_search(config, strategy, seed, progress=False)
-            retrain = found[: budget["top_k"]]
+                found = run_search(config, strategy, seed)
+            chosen = found[: budget["top_k"]]
         rows = [{"strategy": strategy, "seed": seed, "rank": rank, "record": entry["record"],
-                 "search_cost": entry["search_cost"], "metrics": _final(config, entry["record"], seed)}
-                for rank, entry in enumerate(retrain)]
+                 "search_cost": entry["search_cost"], "metrics": retrain(config, entry["record"], seed)}
+                for rank, entry in enumerate(chosen)]
         searched = [entry["search_metrics"] for entry in found] if strategy in MULTI_TRIAL else []
         return {"strategy": strategy, "seed": seed, "rows": rows, "searched": searched,
                 "seconds": time.perf_counter() - t0}
@@ -165,12 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="worker processes (2)")
     p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
                    help="strategies to run (random is always run)")
-    args = p.parse_args(argv)
-    C.setup(args)
+    args, info = C.start(p, argv)
     from robustnas.plugins.compare import population_for
     from robustnas.plugins.report import hypervolume_reference
 
-    info = C.machine()
     budget = settings(args.quick)
     names = [s for s in STRATEGIES if s in args.strategies or s == "random"]
     units = sorted(((s, seed) for s in [*names, "median"] for seed in budget["seeds"]),
@@ -248,23 +233,21 @@ def main(argv: list[str] | None = None) -> int:
                                     "optuna-nsga2": (f"make_sampler('nsga2', seed, population_size="
                                                      f"{population_for(budget['budget'])})"),
                                     "random": "NNI Random"}}
-    path = C.write_result(NAME, args, info, config, results, targets, notes, headline=(
+    rows = [[s, per[s]["n_seeds"], per[s]["mean_candidates"], per[s]["mean_hypervolume"],
+             100 * per[s]["mean_best_robust_acc"], 100 * per[s]["mean_best_clean_acc"], per[s]["mean_search_seconds"]]
+            for s in names]
+    table = (f"Search quality at equal budget on digits, ARNAS space {budget['space_kwargs']}: {budget['budget']} "
+             f"candidates / {budget['search_epochs']} supernet epoch(s) of {budget['search_batches']} batches per "
+             f"seed, top {budget['top_k']} retrained ({budget['final']}); seeds {budget['seeds']}; "
+             f"{wall / 60:.1f} min on {args.jobs} processes",
+             ["strategy", "seeds", "candidates", "hypervolume", "best AA %", "best clean %", "search s"], rows)
+    C.finish(NAME, args, info, config, results, targets, notes, tables=[table], headline=(
         "mean hypervolume " + ", ".join(f"{s} {per[s]['mean_hypervolume']:.3g}" for s in names)
         + "; mean best AutoAttack " + ", ".join(f"{s} {100 * per[s]['mean_best_robust_acc']:.1f}%" for s in names)
         + f"; median random architecture {100 * random_median:.1f}%"
         + "".join(f"; search-time hypervolume {s} {per[s]['mean_search_hypervolume']:.3g}"
-                  for s in MULTI_TRIAL if "mean_search_hypervolume" in per.get(s, {}))))
-    rows = [[s, per[s]["n_seeds"], per[s]["mean_candidates"], per[s]["mean_hypervolume"],
-             100 * per[s]["mean_best_robust_acc"], 100 * per[s]["mean_best_clean_acc"], per[s]["mean_search_seconds"]]
-            for s in names]
-    C.print_table(
-        f"Search quality at equal budget on digits, ARNAS space {budget['space_kwargs']}: {budget['budget']} "
-        f"candidates / {budget['search_epochs']} supernet epoch(s) of {budget['search_batches']} batches per seed, "
-        f"top {budget['top_k']} retrained "
-        f"({budget['final']}); seeds {budget['seeds']}; {wall / 60:.1f} min on {args.jobs} processes",
-        ["strategy", "seeds", "candidates", "hypervolume", "best AA %", "best clean %", "search s"], rows)
-    print(f"  median random architecture: AutoAttack {100 * random_median:.1f}% over {len(random_all)} retrained")
-    C.print_targets(targets, info, path)
+                  for s in MULTI_TRIAL if "mean_search_hypervolume" in per.get(s, {}))),
+        lines=[f"median random architecture: AutoAttack {100 * random_median:.1f}% over {len(random_all)} retrained"])
     return 0
 
 

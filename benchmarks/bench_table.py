@@ -25,8 +25,7 @@ SPEEDUP_TARGET = 1e5  # a lookup should be at least this many times faster than 
 def main(argv: list[str] | None = None) -> int:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--lookups", type=int, default=20000, help="lookups timed (default 20000)")
-    args = p.parse_args(argv)
-    C.setup(args)
+    args, info = C.start(p, argv)
 
     import numpy as np
     import optuna
@@ -37,7 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     from robustnas.plugins.optuna import create_study
     from robustnas.search_spaces.robust201 import all_samples, canonical_key
 
-    info = C.machine()
     bench = load_benchmark("robust201-digits")
     entry = bench.entries()[len(bench) // 2]
     members = [s for s in all_samples() if canonical_key(s) == entry["key"]]
@@ -74,14 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     targets = [C.target("lookup speed-up over a live evaluation", speedup, SPEEDUP_TARGET, ">=", " x")]
     config = {"table": "robust201-digits", "lookups": n, "protocol": bench.protocol.to_dict()}
-    path = C.write_result(NAME, args, info, config, results, targets, notes, headline=(
+    table = ("Table lookups against the live protocol on one cell", ["what", "seconds", "pgd_acc"],
+             [[f"lookup (mean of {n})", lookup, entry["pgd_acc"]], ["evaluate (seed 0)", live, fresh["pgd_acc"]],
+              ["NNI Random, 50 trials", nni_seconds, ""], ["Optuna NSGA-II, 50 trials", optuna_seconds, ""]])
+    C.finish(NAME, args, info, config, results, targets, notes, tables=[table], headline=(
         f"lookup {lookup * 1e6:.1f} us vs live evaluate {live:.1f} s = {speedup:,.0f} x; NNI Random 50 trials "
         f"{nni_seconds:.2f} s, Optuna NSGA-II 50 trials {optuna_seconds:.2f} s"))
-    C.print_table("Table lookups against the live protocol on one cell",
-                  ["what", "seconds", "pgd_acc"],
-                  [["lookup (mean of %d)" % n, lookup, entry["pgd_acc"]], ["evaluate (seed 0)", live, fresh["pgd_acc"]],
-                   ["NNI Random, 50 trials", nni_seconds, ""], ["Optuna NSGA-II, 50 trials", optuna_seconds, ""]])
-    C.print_targets(targets, info, path)
     return 0 if np.isfinite(speedup) else 1
 
 

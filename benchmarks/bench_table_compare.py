@@ -33,12 +33,10 @@ ONE_SHOT = ["darts", "arnas", "dsrna", "dsrna-bound", "tamnas"]
 
 def main(argv: list[str] | None = None) -> int:
     p = C.parser(__doc__.splitlines()[0])
-    args = p.parse_args(argv)
-    C.setup(args)
+    args, info = C.start(p, argv)
 
     from robustnas.plugins.bench import BENCH_PRESET, compare_on_table, load_benchmark, run_one_shot
 
-    info = C.machine()
     bench = load_benchmark("robust201-digits")
     seeds = list(range(5 if args.quick else 20))
     budget = 20 if args.quick else 100
@@ -79,13 +77,12 @@ def main(argv: list[str] | None = None) -> int:
              "the cost of a complete table"] if not bench.complete else []
     config = {"strategies": MULTI_TRIAL, "one_shot": ONE_SHOT, "epochs": list(epochs),
               "strategy_kwargs": kwargs}
-    path = C.write_result(NAME, args, info, config, results, targets, notes, headline=(
+    C.finish(NAME, args, info, config, results, targets, notes, headline=(
         f"{len(seeds)} seeds x {len(MULTI_TRIAL)} strategies x {budget} queries: {fail_seconds:.1f} s "
         f"({auto_seconds:.1f} s for 3 seeds skipping misses on {len(bench)} cells); supernet epoch vs DARTS: "
-        + ", ".join(f"{n} {r:.1f}x" for n, r in ratios.items() if n != "darts")))
-    C.print_table("One-shot supernet epochs on robust201 (digits)", ["strategy", "s per epoch", "x DARTS"],
-                  [[n, per_epoch[n], ratios[n]] for n in ONE_SHOT])
-    C.print_targets(targets, info, path)
+        + ", ".join(f"{n} {r:.1f}x" for n, r in ratios.items() if n != "darts")),
+        tables=[("One-shot supernet epochs on robust201 (digits)", ["strategy", "s per epoch", "x DARTS"],
+                 [[n, per_epoch[n], ratios[n]] for n in ONE_SHOT])])
     return 0
 
 

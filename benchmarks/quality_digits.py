@@ -23,7 +23,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
+
+from robustnas.plugins._io import write_text_atomic  # noqa: E402
 
 NAME = "quality_digits"
 SEARCHED = {"arnas": "ARNAS", "dsrna": "DSRNA", "tamnas": "TAM-NAS"}
@@ -48,12 +49,12 @@ def settings(quick: bool) -> dict[str, Any]:
     from robustnas.plugins.compare import PRESETS
 
     demo = PRESETS["demo"]
-    final = {"recipe": "pgd", "epochs": 8, "batch_size": 64, "attack": "fast", "n_examples": 200}
-    tamnas = {"population_size": 6, "generations": 3, "eval_batches": 2, "bn_batches": 4}
+    final = {"recipe": "pgd", "epochs": 8, "batch_size": 64, "aa_mode": "fast", "n_examples": 200}
+    tamnas = {"population_size": 6, "generations": 3, "val_batches": 2, "bn_batches": 4}
     budget = {"search_epochs": 2, "search_batches": 17}  # 17 batches of 64 = one epoch of digits' 1078 points
     if quick:
         final = {**final, "epochs": 1, "n_examples": 32}
-        tamnas = {"population_size": 2, "generations": 1, "eval_batches": 1, "bn_batches": 1}
+        tamnas = {"population_size": 2, "generations": 1, "val_batches": 1, "bn_batches": 1}
         budget = {"search_epochs": 1, "search_batches": 2}
     return {
         "dataset": "digits",
@@ -69,10 +70,10 @@ def settings(quick: bool) -> dict[str, Any]:
     }
 
 
-def search(budget: dict[str, Any], strategy: str, seed: int, space: str, space_kwargs: dict[str, Any],
-           out: str) -> dict[str, Any]:
-    """Top-1 entry of one ``run_search`` (``{"record", "search_metrics", "search_cost"}``)."""
-    from robustnas.plugins.compare import CompareConfig, run_search
+def compare_config(budget: dict[str, Any], strategy: str, seed: int, space: str, space_kwargs: dict[str, Any],
+                   out: str) -> Any:
+    """The comparison settings of one strategy's search; every retraining uses their ``final`` part."""
+    from robustnas.plugins.compare import CompareConfig
 
     kwargs = {"dsrna": dict(budget["dsrna"]), "tamnas": {**budget["tamnas"], "seed": seed}}
     config = CompareConfig(
@@ -81,23 +82,17 @@ def search(budget: dict[str, Any], strategy: str, seed: int, space: str, space_k
         search_batches=budget["search_batches"], top_k=1, search=dict(budget["search"]),
         final=dict(budget["final"]), out=out)
     config.validate()
-    found = run_search(config, strategy, seed, progress=False)
+    return config
+
+
+def search(config: Any, strategy: str, seed: int) -> dict[str, Any]:
+    """Top-1 entry of one ``run_search`` (``{"record", "search_metrics", "search_cost"}``)."""
+    from robustnas.plugins.compare import run_search
+
+    found = run_search(config, strategy, seed)
     if not found:
         raise RuntimeError(f"{strategy} returned no architecture")
     return found[0]
-
-
-def retrain(record: dict[str, Any], final: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Train ``record``'s network from seeded initial weights with the final recipe and measure it."""
-    import torch
-
-    from robustnas.plugins.evaluator import EvaluatorConfig, RobustnessEvaluator
-    from robustnas.search_spaces import build_model
-
-    evaluator = RobustnessEvaluator(EvaluatorConfig.from_dict(
-        {"dataset": "digits", "progress": False, **final, "seed": seed}))
-    torch.manual_seed(seed)
-    return evaluator.evaluate(build_model(record))
 
 
 def random_records(space_name: str, space_kwargs: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
@@ -110,21 +105,27 @@ def random_records(space_name: str, space_kwargs: dict[str, Any], seeds: list[in
 
 def run_group(title: str, space_name: str, space_kwargs: dict[str, Any], strategies: list[str],
               budget: dict[str, Any], seed: int, tmp: str) -> dict[str, Any]:
-    """Search with ``strategies``, draw the random architectures, retrain all; rows and verdicts."""
+    """Search with ``strategies``, draw the random architectures, retrain all (``compare.retrain``,
+    with the budget's ``final`` settings); rows and verdicts."""
+    from robustnas.plugins.compare import retrain
+
     rows: list[dict[str, Any]] = []
-    for strategy in strategies:
+    configs = {s: compare_config(budget, s, seed, space_name, space_kwargs, str(Path(tmp) / f"{space_name}-{s}"))
+               for s in strategies}
+    for strategy, config in configs.items():
         print(f"[{title}] {SEARCHED[strategy]}: search", flush=True)
-        entry = search(budget, strategy, seed, space_name, space_kwargs, str(Path(tmp) / f"{space_name}-{strategy}"))
+        entry = search(config, strategy, seed)
         print(f"[{title}] {SEARCHED[strategy]}: retrain ({entry['search_cost']['wall_seconds']:.0f} s search)",
               flush=True)
         rows.append({"name": SEARCHED[strategy], "kind": "searched", "strategy": strategy,
                      "record": entry["record"], "search_metrics": entry["search_metrics"],
-                     "search_cost": entry["search_cost"], "metrics": retrain(entry["record"], budget["final"], seed)})
+                     "search_cost": entry["search_cost"], "metrics": retrain(config, entry["record"], seed)})
+    settings_of_final = configs[strategies[0]]  # every strategy's config holds the same final settings
     base = {"input_shape": [1, 8, 8], "num_classes": 10, **space_kwargs}
     for i, record in zip(budget["random_seeds"], random_records(space_name, base, budget["random_seeds"])):
         print(f"[{title}] random #{i}: retrain", flush=True)
         rows.append({"name": f"random #{i}", "kind": "random", "random_seed": i, "record": record,
-                     "metrics": retrain(record, budget["final"], seed)})
+                     "metrics": retrain(settings_of_final, record, seed)})
     randoms = [r["metrics"] for r in rows if r["kind"] == "random"]
     median = {k: float(statistics.median(m[k] for m in randoms)) for k in COLUMNS}
     n = rows[0]["metrics"]["n_examples"]
@@ -233,7 +234,7 @@ def markdown(data: dict[str, Any]) -> str:
         f"(metric `{cfg['dsrna']['metric']}`); TAM-NAS: {cfg['search_epochs']} supernet epoch(s) of "
         f"{cfg['search_batches']} batches, then population {cfg['tamnas']['population_size']} x "
         f"{cfg['tamnas']['generations']} generations of subnets scored on the supernet "
-        f"(eval_batches {cfg['tamnas']['eval_batches']}, bn_batches {cfg['tamnas']['bn_batches']}); "
+        f"(val_batches {cfg['tamnas']['val_batches']}, bn_batches {cfg['tamnas']['bn_batches']}); "
         "top-1 architecture as `run_search` ranks it",
         f"- random: `random_sample(space, seed=i)`, i = {', '.join(map(str, cfg['random_seeds']))}",
         f"- final recipe (all architectures): `{final['recipe']}` adversarial training, {final['epochs']} epochs, "
@@ -267,14 +268,6 @@ def markdown(data: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                           notes=["quick run: minimal budgets"] if args.quick else [], headline=headline)
 
     data = json.loads(path.read_text())
-    _write_atomic(Path(args.out), markdown(data))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, markdown(data))
     for g in groups:
         C.print_table(g["title"], ["architecture", "clean %", "PGD-20 %", "AA %", "params", "search s"],
                       [[r["name"], 100 * r["metrics"]["clean_acc"], 100 * r["metrics"]["pgd_acc"],

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 
-#: The benchmarks in the order of the issue: name -> what it measures.
+#: The benchmarks in run order, numbered as docs/performance.md numbers them: name -> what it measures.
 BENCHMARKS: dict[str, str] = {
     "adv_training": "1. PGD-k training step / clean step vs ideal k+1",
     "autoattack": "2. AutoAttack fast vs standard: speed-up and gap",
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     status: dict[str, dict] = {}
     start = time.perf_counter()
     for name in names:
-        cmd = [sys.executable, str(here / f"bench_{name}.py"), "--threads", str(args.threads), "--out", args.out]
+        cmd = [sys.executable, str(here / f"bench_{name}.py"), "--threads", str(args.threads)]
+        if Path(args.out).resolve() != C.RESULTS_DIR:  # the default stays out of the recorded command
+            cmd += ["--out", args.out]
         if args.quick:
             cmd.append("--quick")
         print(f"\n=== {BENCHMARKS[name]}  ({' '.join(cmd[1:])})", flush=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -101,16 +102,63 @@ def test_oneshot_pass_counts_cover_every_strategy_and_match_the_issue(common):
     assert oneshot.NAIVE_PAIRS["arnas"] == 17 and sum(oneshot.STEP_PASSES["arnas"].values()) == 17
 
 
-def test_evaluator_stage_timers_time_the_stages_and_restore_the_functions():
-    bench = _load("bench_evaluator")
-    from robustnas.plugins.evaluator import _evaluator
+def test_evaluator_benchmark_buckets_every_stage_the_evaluator_times():
+    from robustnas.plugins.evaluator._evaluator import STAGES
 
-    original = _evaluator.count_flops
-    before = _evaluator.measure_latency
-    seconds: dict[str, float] = {}
-    with bench.stage_timers(seconds):
-        assert _evaluator.measure_latency is not before
-    assert _evaluator.measure_latency is before and _evaluator.count_flops is original
+    bench = _load("bench_evaluator")
+    assert set(bench.BUCKETS) == set(STAGES)
+    assert bench.OTHER not in bench.BUCKETS.values()
+
+
+def test_finish_writes_the_result_then_prints_tables_lines_and_targets(common, tmp_path, capsys):
+    import argparse
+
+    args = argparse.Namespace(quick=True, out=str(tmp_path))
+    info = {"cpu": "test", "cores": 2, "usable_cores": 2, "torch": "x", "torch_threads": 1, "python": "3",
+            "loadavg_start": None}
+    targets = [common.target("ratio", 1.5, 2.0, "<=")]
+    path = common.finish("demo", args, info, {"batch": 32}, {"ratio": 1.5}, targets, ["a note"], headline="ratio 1.5",
+                         tables=[("The table", ["a", "b"], [[1, 2.5]])], lines=["one more line"])
+    data = json.loads(path.read_text())
+    assert path == tmp_path / "demo.json" and data["results"] == {"ratio": 1.5} and data["notes"] == ["a note"]
+    out = capsys.readouterr().out
+    order = [out.index(text) for text in ("The table", "2.500", "one more line", "ratio 1.5", "note: a note",
+                                          "target ratio: 1.5 (goal <= 2.0) -> MET", f"wrote {path}")]
+    assert order == sorted(order)
+
+
+def test_digits_models_take_digits_and_train_briefly_beats_chance(common):
+    from robustnas.plugins.evaluator import accuracy, load_dataset
+
+    bundle = load_dataset("digits")
+    x, y = bundle.tensors("test", 200)
+    for name, factory in common.digits_models().items():
+        assert tuple(factory()(x[:4]).shape) == (4, 10), name
+    model = common.train_briefly(common.digits_models()["mlp"], bundle, "standard", epochs=3, eps=0.1)
+    again = common.train_briefly(common.digits_models()["mlp"], bundle, "standard", epochs=3, eps=0.1)
+    assert not model.training
+    assert accuracy(model, x, y) > 0.5  # 10 classes: chance is 0.1
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_one_shot_benchmarks_share_the_strategy_settings():
+    oneshot, diagnostics = _load("bench_oneshot"), _load("bench_diagnostics")
+    common = _load("_common")
+    for runs in (oneshot.RUNS, diagnostics.RUNS):
+        assert {k: runs[k] for k in common.ONE_SHOT_RUNS} == common.ONE_SHOT_RUNS
+    assert set(diagnostics.ON_TABLE) == set(diagnostics.RUNS)
+
+
+def test_diagnostics_search_trains_through_run_one_shot_and_returns_nni_top_export():
+    from robustnas.plugins.bench import load_benchmark
+
+    diagnostics = _load("bench_diagnostics")
+    bench = load_benchmark("robust201-digits")
+    strategy, export, seconds = diagnostics.search(bench, "darts", 0, epochs=1, batches=1, quick=True)
+    again = diagnostics.search(bench, "darts", 0, epochs=1, batches=1, quick=True)[1]
+    assert export == again  # seeded: the same export twice
+    assert set(export) == set(bench.space().simplify()) and seconds > 0
+    assert hasattr(strategy, "supernet")  # the trained strategy, for the rank diagnostics
 
 
 def test_run_all_rejects_an_unknown_benchmark_name():

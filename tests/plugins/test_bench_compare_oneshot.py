@@ -10,7 +10,7 @@ import pytest
 from robustnas.plugins.bench import compare_on_table, load_benchmark, report_markdown, strip_timings
 from robustnas.plugins.bench._oneshot import LiveCells, run_one_shot
 from robustnas.plugins.cli import main
-from robustnas.plugins.errors import ConfigError, OutputError
+from robustnas.plugins.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,6 @@ from robustnas.plugins.evaluator.bounds import (
 TOL = 1e-4  # float32 rounding slack
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _digits(n: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
     from robustnas.plugins.evaluator import load_dataset
 
@@ -54,28 +46,6 @@ def trained_cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
             opt.step()
     model.eval()
     return model, x[:64], y[:64]
-
-
-@pytest.fixture(scope="module")
-def supernet() -> nn.Module:
-    from nni.nas.strategy import DARTS
-
-    from robustnas.search_spaces import DSRNASpace
-
-    torch.manual_seed(0)
-    space = DSRNASpace(input_shape=(1, 8, 8), num_classes=10, width=4, num_cells=3)
-    net = DARTS().mutate_model(space)
-    # make the architecture weights non-uniform and the BN statistics non-trivial
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "_arch_alpha" in name:
-                p.normal_(0, 1)
-    x, _ = _digits(128)
-    net.train()
-    with torch.no_grad():
-        net(x)
-    net.eval()
-    return net
 
 
 def _margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -116,19 +86,19 @@ def test_l2_bounds_use_the_enclosing_linf_box_and_stay_sound(trained_cnn):
     _assert_margins_above(model, x, y, lb, 0.1, norm="l2")
 
 
-def test_bounds_through_mixed_darts_supernet_are_sound(supernet):
+def test_bounds_through_mixed_darts_supernet_are_sound(dsrna_supernet):
     x, y = _digits(16)
     from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell
 
-    assert any(isinstance(m, DifferentiableMixedCell) for m in supernet.modules())
-    lb = margin_lower_bound(supernet, x, y, 0.02).detach()
+    assert any(isinstance(m, DifferentiableMixedCell) for m in dsrna_supernet.modules())
+    lb = margin_lower_bound(dsrna_supernet, x, y, 0.02).detach()
     assert torch.isfinite(lb.masked_fill(lb.isinf(), 0)).all()
-    _assert_margins_above(supernet, x, y, lb, 0.02, n_random=10)
+    _assert_margins_above(dsrna_supernet, x, y, lb, 0.02, n_random=10)
 
 
 @pytest.mark.parametrize("which", ["cnn", "supernet"])
-def test_bounds_shrink_to_the_point_value_as_eps_goes_to_zero(trained_cnn, supernet, which):
-    model, x = (trained_cnn[0], trained_cnn[1]) if which == "cnn" else (supernet, _digits(16)[0])
+def test_bounds_shrink_to_the_point_value_as_eps_goes_to_zero(trained_cnn, dsrna_supernet, which):
+    model, x = (trained_cnn[0], trained_cnn[1]) if which == "cnn" else (dsrna_supernet, _digits(16)[0])
     with torch.no_grad():
         point = model(x)
         widths = []
@@ -173,10 +143,10 @@ def test_certified_accuracy_restores_train_mode(trained_cnn):
         model.eval()
 
 
-def test_margin_bound_is_differentiable_wrt_architecture_weights(supernet):
+def test_margin_bound_is_differentiable_wrt_architecture_weights(dsrna_supernet):
     x, y = _digits(8)
-    alphas = [p for n, p in supernet.named_parameters() if "_arch_alpha" in n]
-    lb = margin_lower_bound(supernet, x, y, 0.01).min(1).values.mean()
+    alphas = [p for n, p in dsrna_supernet.named_parameters() if "_arch_alpha" in n]
+    lb = margin_lower_bound(dsrna_supernet, x, y, 0.01).min(1).values.mean()
     grads = torch.autograd.grad(lb, alphas, allow_unused=True)
     assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustnas.plugins.errors import ConfigError
-from robustnas.plugins.evaluator import EvaluatorConfig, RobustnessEvaluator, TrainConfig, load_dataset, train_model
+from robustnas.plugins.evaluator import EvaluatorConfig, RobustnessEvaluator, load_dataset
 from robustnas.plugins.evaluator._crown import (
     _relax_clamp,
     _relax_leaky,
@@ -115,24 +115,9 @@ ZOO = {
 
 
 @pytest.fixture(scope="module")
-def data():
-    bundle = load_dataset("digits")
-    x, y = bundle.tensors("test", N_POINTS)
-    return bundle, x, y
-
-
-_TRAINED: dict[str, nn.Module] = {}
-
-
-def trained(name: str, bundle) -> nn.Module:
-    """``ZOO[name]`` after 4 epochs of standard training on digits (cached per module)."""
-    if name not in _TRAINED:
-        torch.manual_seed(0)
-        model = ZOO[name]()
-        train_model(model, bundle, TrainConfig(recipe="standard", epochs=4, batch_size=64, lr=0.05,
-                                               progress=False, track_val=False), device="cpu")
-        _TRAINED[name] = model.eval()
-    return _TRAINED[name]
+def data(digits):
+    """The first ``N_POINTS`` digits test points ``(x, y)``."""
+    return digits.tensors("test", N_POINTS)
 
 
 def true_margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -151,9 +136,9 @@ def _finite(lb: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
-def test_crown_margin_bound_is_at_least_the_interval_bound_and_tighter_on_average(name, data):
-    bundle, x, y = data
-    model = trained(name, bundle)
+def test_crown_margin_bound_is_at_least_the_interval_bound_and_tighter_on_average(name, data, briefly_trained):
+    x, y = data
+    model = briefly_trained(ZOO[name])
     with torch.no_grad():
         interval = margin_lower_bound(model, x, y, EPS, method="interval")
         crown = margin_lower_bound(model, x, y, EPS, method="crown")
@@ -164,9 +149,9 @@ def test_crown_margin_bound_is_at_least_the_interval_bound_and_tighter_on_averag
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
-def test_crown_bound_holds_at_clean_random_and_pgd_points_and_no_certified_point_breaks(name, data):
-    bundle, x, y = data
-    model = trained(name, bundle)
+def test_crown_bound_holds_at_clean_random_and_pgd_points_and_no_certified_point_breaks(name, data, briefly_trained):
+    x, y = data
+    model = briefly_trained(ZOO[name])
     with torch.no_grad():
         lb = _finite(margin_lower_bound(model, x, y, EPS, method="crown"))
         correct = model(x).argmax(1) == y
@@ -188,9 +173,9 @@ def test_crown_bound_holds_at_clean_random_and_pgd_points_and_no_certified_point
 
 
 @pytest.mark.parametrize("name", ["bn-relu6-cnn", "padded-pools", "clamp-residual"])
-def test_crown_certified_accuracy_is_between_interval_and_autoattack(name, data):
-    bundle, x, y = data
-    model = trained(name, bundle)
+def test_crown_certified_accuracy_is_between_interval_and_autoattack(name, data, briefly_trained):
+    x, y = data
+    model = briefly_trained(ZOO[name])
     interval = certified_accuracy(model, x, y, eps=EPS, method="interval")
     crown = certified_accuracy(model, x, y, eps=EPS, method="crown", batch_size=32)
     robust, _ = autoattack_accuracy(model, x, y, norm="linf", eps=EPS, mode="fast")
@@ -198,18 +183,18 @@ def test_crown_certified_accuracy_is_between_interval_and_autoattack(name, data)
     assert crown > 0
 
 
-def test_crown_bound_is_the_true_margin_at_zero_eps(data):
-    bundle, x, y = data
-    model = trained("padded-pools", bundle)
+def test_crown_bound_is_the_true_margin_at_zero_eps(data, briefly_trained):
+    x, y = data
+    model = briefly_trained(ZOO["padded-pools"])
     with torch.no_grad():
         lb = margin_lower_bound(model, x, y, 0.0, method="crown")
     mask = ~torch.isinf(lb)
     assert torch.allclose(lb[mask], true_margins(model, x, y)[mask], atol=1e-4)
 
 
-def test_l2_crown_bounds_are_sound_and_at_least_as_tight_as_the_enclosing_box(data):
-    bundle, x, y = data
-    model = trained("mlp", bundle)
+def test_l2_crown_bounds_are_sound_and_at_least_as_tight_as_the_enclosing_box(data, briefly_trained):
+    x, y = data
+    model = briefly_trained(ZOO["mlp"])
     eps = 0.3
     with torch.no_grad():
         crown = margin_lower_bound(model, x, y, eps, norm="l2", method="crown")
@@ -222,37 +207,17 @@ def test_l2_crown_bounds_are_sound_and_at_least_as_tight_as_the_enclosing_box(da
         assert bool((_finite(crown) <= true_margins(model, p, y) + TOL).all())
 
 
-@pytest.fixture(scope="module")
-def supernet() -> nn.Module:
-    from nni.nas.strategy import DARTS
-
-    from robustnas.search_spaces import DSRNASpace
-
-    torch.manual_seed(0)
-    space = DSRNASpace(input_shape=(1, 8, 8), num_classes=10, width=4, num_cells=3)
-    net = DARTS().mutate_model(space)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            if "_arch_alpha" in name:
-                p.normal_(0, 1)
-    x, _ = load_dataset("digits").tensors("train", 128)
-    net.train()
-    with torch.no_grad():
-        net(x)
-    return net.eval()
-
-
-def test_crown_through_the_darts_supernet_is_tighter_sound_and_differentiable(supernet):
+def test_crown_through_the_darts_supernet_is_tighter_sound_and_differentiable(dsrna_supernet):
     x, y = load_dataset("digits").tensors("train", 8)
-    interval = margin_lower_bound(supernet, x, y, 0.01, method="interval").detach()
-    crown = margin_lower_bound(supernet, x, y, 0.01, method="crown")
+    interval = margin_lower_bound(dsrna_supernet, x, y, 0.01, method="interval").detach()
+    crown = margin_lower_bound(dsrna_supernet, x, y, 0.01, method="crown")
     mask = ~torch.isinf(interval)
     assert bool((crown.detach()[mask] >= interval[mask] - TOL).all())
     assert float((crown.detach() - interval)[mask].mean()) > 0.1
     for _ in range(5):
         p = (x + (torch.rand_like(x) * 2 - 1) * 0.01).clamp(0, 1)
-        assert bool((_finite(crown.detach()) <= true_margins(supernet, p, y) + TOL).all())
-    alphas = [p for n, p in supernet.named_parameters() if "_arch_alpha" in n]
+        assert bool((_finite(crown.detach()) <= true_margins(dsrna_supernet, p, y) + TOL).all())
+    alphas = [p for n, p in dsrna_supernet.named_parameters() if "_arch_alpha" in n]
     grads = torch.autograd.grad(crown.min(1).values.mean(), alphas, allow_unused=True)
     grads = [g for g in grads if g is not None]
     assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
@@ -319,16 +284,16 @@ def test_evaluator_certifies_with_the_configured_bound_method():
     assert metrics["certified_acc"] == certified_accuracy(model, x, y, eps=EPS, method="crown")
 
 
-def test_dsrna_bound_metric_and_strategy_take_the_bound_method(supernet):
+def test_dsrna_bound_metric_and_strategy_take_the_bound_method(dsrna_supernet):
     from robustnas.strategies import DSRNA
     from robustnas.strategies.dsrna import bound_metric
 
     x, y = load_dataset("digits").tensors("train", 8)
     with torch.no_grad():
-        interval = bound_metric(supernet, x, y, eps=0.01, reduction="margin", method="interval")
-        crown = bound_metric(supernet, x, y, eps=0.01, reduction="margin", method="crown")
+        interval = bound_metric(dsrna_supernet, x, y, eps=0.01, reduction="margin", method="interval")
+        crown = bound_metric(dsrna_supernet, x, y, eps=0.01, reduction="margin", method="crown")
     assert float(crown) > float(interval)
-    assert DSRNA(metric="bound", bound_method="crown").module_kwargs()["bound_method"] == "crown"
-    assert DSRNA(metric="bound").module_kwargs()["bound_method"] == "interval"
+    assert DSRNA(metric="bound", bound_method="crown").module_kwargs()["regularizer"].bound_method == "crown"
+    assert DSRNA(metric="bound").module_kwargs()["regularizer"].bound_method == "interval"
     with pytest.raises(ValueError, match="bound_method"):
         DSRNA(metric="bound", bound_method="ibp")

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustnas.plugins.evaluator import TrainConfig, load_dataset, train_model
 from robustnas.plugins.evaluator.attacks import perturb
 from robustnas.plugins.evaluator.autoattack import autoattack_accuracy
 from robustnas.plugins.evaluator.bounds import certified_accuracy, margin_lower_bound
@@ -123,24 +122,9 @@ MODELS = {
 
 
 @pytest.fixture(scope="module")
-def data():
-    bundle = load_dataset("digits")
-    x, y = bundle.tensors("test", N_POINTS)
-    return bundle, x, y
-
-
-_TRAINED: dict[str, nn.Module] = {}
-
-
-def trained(name: str, bundle) -> nn.Module:
-    """``MODELS[name]`` after 4 epochs of standard training on digits (cached per module)."""
-    if name not in _TRAINED:
-        torch.manual_seed(0)
-        model = MODELS[name]()
-        train_model(model, bundle, TrainConfig(recipe="standard", epochs=4, batch_size=64, lr=0.05,
-                                               progress=False, track_val=False), device="cpu")
-        _TRAINED[name] = model.eval()
-    return _TRAINED[name]
+def data(digits):
+    """The first ``N_POINTS`` digits test points ``(x, y)``."""
+    return digits.tensors("test", N_POINTS)
 
 
 def _margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -197,15 +181,15 @@ def check_sound(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, e
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_no_certified_point_is_broken_and_no_bound_exceeds_a_true_margin(name, method, data):
-    bundle, x, y = data
-    check_sound(name, trained(name, bundle), x, y, EPS, method, min_certified=20)
+def test_no_certified_point_is_broken_and_no_bound_exceeds_a_true_margin(name, method, data, briefly_trained):
+    x, y = data
+    check_sound(name, briefly_trained(MODELS[name]), x, y, EPS, method, min_certified=20)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_crown_margin_bounds_are_at_least_the_interval_ones_on_every_model(name, data):
-    bundle, x, y = data
-    model = trained(name, bundle)
+def test_crown_margin_bounds_are_at_least_the_interval_ones_on_every_model(name, data, briefly_trained):
+    x, y = data
+    model = briefly_trained(MODELS[name])
     with torch.no_grad():
         interval = margin_lower_bound(model, x, y, EPS, method="interval")
         crown = margin_lower_bound(model, x, y, EPS, method="crown")
@@ -225,18 +209,18 @@ def autoattack_robust(key: str, model: nn.Module, x: torch.Tensor, y: torch.Tens
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_certified_accuracy_never_exceeds_autoattack_accuracy(name, method, data):
-    bundle, x, y = data
-    model = trained(name, bundle)
+def test_certified_accuracy_never_exceeds_autoattack_accuracy(name, method, data, briefly_trained):
+    x, y = data
+    model = briefly_trained(MODELS[name])
     cert = certified_accuracy(model, x, y, eps=EPS, method=method)
     robust = autoattack_robust(name, model, x, y, EPS)
     assert cert <= robust, (name, method, cert, robust)
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_in_place_and_out_of_place_shifts_get_the_same_bounds(method, data):
-    bundle, x, y = data
-    inplace = trained("inplace-add", bundle)
+def test_in_place_and_out_of_place_shifts_get_the_same_bounds(method, data, briefly_trained):
+    x, y = data
+    inplace = briefly_trained(MODELS["inplace-add"])
     outofplace = MODELS["outofplace-add"]()
     outofplace.load_state_dict(inplace.state_dict())
     outofplace.eval()
@@ -248,10 +232,10 @@ def test_in_place_and_out_of_place_shifts_get_the_same_bounds(method, data):
         certified_accuracy(outofplace, x, y, eps=EPS, method=method)
 
 
-def test_features_changed_after_the_classifier_do_not_leak_into_the_bound(data):
+def test_features_changed_after_the_classifier_do_not_leak_into_the_bound(data, briefly_trained):
     """``h.mul_(-1)`` after ``z = fc(h)`` leaves ``z`` alone; the shortcut must use ``h`` as it was."""
-    bundle, x, y = data
-    model = trained("batchnorm-maxpool", bundle)
+    x, y = data
+    model = briefly_trained(MODELS["batchnorm-maxpool"])
 
     class MutatesFeatures(nn.Module):
         def __init__(self) -> None:
@@ -286,20 +270,24 @@ SPACE_KWARGS = {
 #: bounds are still checked at every clean and attacked point; docs/evaluator.md, "Certified bounds").
 SPACE_EPS = {"arnas": 2e-4, "dsrna": 2e-4, "robust201": 1e-4, "tiny": 1e-3}
 N_CELL_POINTS = 64
-_CELLS: dict[str, nn.Module] = {}
 
 
-def cell_model(space_name: str, bundle) -> nn.Module:
-    """The architecture ``random_sample(space, seed=0)`` of ``space_name``, trained 4 epochs (cached)."""
-    if space_name not in _CELLS:
-        space = get_space(space_name, input_shape=tuple(bundle.input_shape), num_classes=bundle.num_classes,
-                          **SPACE_KWARGS[space_name])
-        torch.manual_seed(0)
-        model = space.freeze(random_sample(space, seed=0))
-        train_model(model, bundle, TrainConfig(recipe="standard", epochs=4, batch_size=64, lr=0.05,
-                                               progress=False, track_val=False), device="cpu")
-        _CELLS[space_name] = model.eval()
-    return _CELLS[space_name]
+@pytest.fixture(scope="module")
+def cell_case(digits, data, briefly_trained):
+    """``cell_case(space_name)``: ``(model, x, y, eps)``, the architecture ``random_sample(space,
+    seed=0)`` of ``space_name`` trained 4 epochs (cached), the first ``N_CELL_POINTS`` test points
+    and the space's radius."""
+    models: dict[str, nn.Module] = {}
+
+    def case(space_name: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, float]:
+        if space_name not in models:  # built before briefly_trained seeds torch: the net keeps its weights
+            space = get_space(space_name, input_shape=tuple(digits.input_shape), num_classes=digits.num_classes,
+                              **SPACE_KWARGS[space_name])
+            models[space_name] = briefly_trained(lambda: space.freeze(random_sample(space, seed=0)))
+        x, y = data
+        return models[space_name], x[:N_CELL_POINTS], y[:N_CELL_POINTS], SPACE_EPS[space_name]
+
+    return case
 
 
 def test_every_registered_space_has_a_soundness_model():
@@ -308,11 +296,8 @@ def test_every_registered_space_has_a_soundness_model():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("space_name", sorted(SPACE_KWARGS))
-def test_cells_of_every_space_have_sound_bounds_under_pgd_for_both_methods(space_name, data):
-    bundle, x, y = data
-    x, y = x[:N_CELL_POINTS], y[:N_CELL_POINTS]
-    model = cell_model(space_name, bundle)
-    eps = SPACE_EPS[space_name]
+def test_cells_of_every_space_have_sound_bounds_under_pgd_for_both_methods(space_name, cell_case):
+    model, x, y, eps = cell_case(space_name)
     with torch.no_grad():
         interval = margin_lower_bound(model, x, y, eps, method="interval")
         crown = margin_lower_bound(model, x, y, eps, method="crown")
@@ -324,11 +309,8 @@ def test_cells_of_every_space_have_sound_bounds_under_pgd_for_both_methods(space
 
 @pytest.mark.slow
 @pytest.mark.parametrize("space_name", sorted(SPACE_KWARGS))
-def test_cells_of_every_space_certify_no_more_than_autoattack_leaves(space_name, data):
-    bundle, x, y = data
-    x, y = x[:N_CELL_POINTS], y[:N_CELL_POINTS]
-    model = cell_model(space_name, bundle)
-    eps = SPACE_EPS[space_name]
+def test_cells_of_every_space_certify_no_more_than_autoattack_leaves(space_name, cell_case):
+    model, x, y, eps = cell_case(space_name)
     robust = autoattack_robust(f"cell-{space_name}", model, x, y, eps)
     for method in METHODS:
         cert = certified_accuracy(model, x, y, eps=eps, method=method)

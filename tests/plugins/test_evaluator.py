@@ -18,15 +18,6 @@ from robustnas.plugins.evaluator import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """2 shared cores: intra-op threads only oversubscribe them (measured 7x more CPU time)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cnn(classes: int = 10) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
@@ -87,6 +78,30 @@ def test_certified_accuracy_is_reported_when_asked_and_bounded_by_robust():
     metrics = RobustnessEvaluator(config).evaluate(tiny_cnn(), train=False)
     assert 0.0 <= metrics["certified_acc"] <= metrics["robust_acc"]
     json.dumps(metrics)
+
+
+def test_evaluate_adds_the_seconds_of_every_stage_to_timings_and_measures_the_same():
+    from robustnas.plugins.compare import MEASURED_KEYS
+    from robustnas.plugins.errors import ConfigError
+    from robustnas.plugins.evaluator._evaluator import STAGES
+
+    config = EvaluatorConfig(dataset="digits", recipe="fgsm-rs", epochs=3, batch_size=64, n_examples=32,
+                             latency_repeats=2, certify=True, device="cpu", progress=False)
+    evaluator = RobustnessEvaluator(config)
+    timings: dict[str, float] = {}
+    timed = evaluator.evaluate(tiny_cnn(), timings=timings)
+    untimed = evaluator.evaluate(tiny_cnn())
+    assert set(timings) == set(STAGES)
+    assert all(seconds > 0 for seconds in timings.values()), timings
+    assert timings["train"] >= timed["train_seconds"]  # the stage wraps train_model's own clock
+    evaluation = ("clean_acc", "pgd", "autoattack", "checks", "certify")
+    assert sum(timings[s] for s in evaluation) <= timed["eval_seconds"]
+    # timing the stages changes no number (tiny_cnn() is seeded: the same network twice)
+    assert {k: v for k, v in timed.items() if k not in MEASURED_KEYS} == \
+        {k: v for k, v in untimed.items() if k not in MEASURED_KEYS}
+    assert timed["clean_acc"] > 0.3  # digits: chance is 0.1
+    with pytest.raises(ConfigError, match="timings must be a dict"):
+        evaluator.evaluate(tiny_cnn(), train=False, timings=[])
 
 
 def test_model_with_wrong_input_shape_is_rejected_naming_both_shapes():

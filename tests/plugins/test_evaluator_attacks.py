@@ -25,15 +25,6 @@ EPS = DEFAULT_THREATS["digits"].eps
 N_AA = 100
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """2 shared cores: intra-op threads only oversubscribe them (measured 7x more CPU time)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(

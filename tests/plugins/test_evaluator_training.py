@@ -10,15 +10,6 @@ from robustnas.plugins.evaluator import RECIPES, TrainConfig, load_dataset, trai
 from robustnas.plugins.evaluator.training import make_optimizer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """2 shared cores: intra-op threads only oversubscribe them (measured 7x more CPU time)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def mlp(classes: int = 4) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(36, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, classes))

@@ -24,15 +24,6 @@ CHEAP = dict(dataset="digits", recipe="standard", epochs=1, lr=0.1, attack="fast
 TINY_STAGES = [[1, 8, 1], [1, 16, 2]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest on one thread, and the test machine's cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def space():
     return get_space("tiny", input_shape=(1, 8, 8), num_classes=10, stages=TINY_STAGES)
@@ -110,7 +101,7 @@ def cell_space():
 def test_legacy_space_turns_cell_input_choices_into_tuner_choices_and_back(cell_space):
     from nni.mutable import CategoricalMultiple
 
-    from robustnas.plugins._nni_strategies import LegacySpace
+    from robustnas.strategies._nni import LegacySpace
     from robustnas.search_spaces import random_sample
 
     mutables = cell_space.simplify()
@@ -154,7 +145,7 @@ def test_nni_tpe_and_any_nni_tuner_search_the_cell_space_through_run_experiment(
 
 
 def test_proxyless_cell_trains_both_architecture_weights_of_a_reduction_cell(cell_space):
-    from robustnas.plugins._nni_strategies import Proxyless, ProxylessMixedCell
+    from robustnas.strategies._nni import Proxyless, ProxylessMixedCell
 
     space = get_space("dsrna", input_shape=(1, 8, 8), num_classes=10, width=4, num_cells=3)
     strategy = Proxyless()

@@ -57,15 +57,6 @@ class ToySpace(ModelSpace):
         return self.head(self.inputs(hidden))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny networks run fastest on one thread, and the test machine's cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def evaluator() -> RobustnessEvaluator:
     return RobustnessEvaluator(EvaluatorConfig(**CHEAP))
