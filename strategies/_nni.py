@@ -1,4 +1,7 @@
-"""NNI 3.0's built-in strategies on every robustnas space: the adaptors that NNI lacks.
+"""NNI 3.0's built-in strategies on every robustnas space: the adaptors that NNI lacks (private).
+
+The registry (``robustnas.strategies.STRATEGIES``: ``tpe``, ``proxyless``, ``enas``, ``policy-rl``)
+names these classes; :mod:`robustnas.plugins.nni` re-exports them.
 
 The spaces stay plain NNI ``ModelSpace`` s; what NNI 3.0 cannot do with them is fixed here, on the
 strategy side, each in one class that subclasses NNI's own:
@@ -39,12 +42,14 @@ from nni.mutable import Categorical, CategoricalMultiple, Mutable
 from nni.nas.execution import SequentialExecutionEngine
 from nni.nas.execution.event import FinalMetricEvent
 from nni.nas.nn.pytorch import Cell
+# nni.nas.strategy before NNI's one-shot strategy module: the other way round, an NNI 3.0 import cycle
+# leaves nni.nas.strategy.DARTS, RandomOneShot, ... stubs that raise ImportError when they run.
+from nni.nas.strategy.hpo import HPOTunerStrategy, TPE as _NNITPE
+from nni.nas.strategy.rl import PolicyBasedRL as _NNIPolicyBasedRL
 from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingCell
 from nni.nas.oneshot.pytorch.supermodule.proxyless import _ProxylessFunction
 from nni.nas.oneshot.pytorch.supermodule.operation import NATIVE_MIXED_OPERATIONS
 from nni.nas.oneshot.pytorch.strategy import ENAS as _NNIENAS, Proxyless as _NNIProxyless
-from nni.nas.strategy.hpo import HPOTunerStrategy, TPE as _NNITPE
-from nni.nas.strategy.rl import PolicyBasedRL as _NNIPolicyBasedRL
 from torch import nn
 
 from robustnas.plugins.errors import ConfigError
@@ -122,10 +127,12 @@ class HPOStrategy(HPOTunerStrategy):
     """NNI's ``HPOTunerStrategy`` (any NNI tuner as a NAS strategy) on spaces with input choices.
 
     Identical to NNI's except that the tuner sees the space through :class:`LegacySpace`, so the
-    ``CategoricalMultiple`` input choices of DARTS cells work. Example::
+    ``CategoricalMultiple`` input choices of DARTS cells work.
 
-        from nni.algorithms.hpo.evolution_tuner import EvolutionTuner
-        strategy = HPOStrategy(EvolutionTuner(optimize_mode="maximize", population_size=8))
+    >>> from nni.algorithms.hpo.evolution_tuner import EvolutionTuner
+    >>> strategy = HPOStrategy(EvolutionTuner(optimize_mode="maximize", population_size=8))
+    >>> strategy.legacy_space is None  # filled in when a space is attached
+    True
     """
 
     def __init__(self, tuner: Any) -> None:
