@@ -12,12 +12,15 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from robustnas.plugins.errors import ConfigError, DataError, MissingFileError, RobustNASError
+from robustnas.plugins._deprecation import show_deprecations
+from robustnas.plugins.evaluator import EVALUATOR_OPTIONS, EvaluatorConfig, add_evaluator_options, given_options
 
-_logger = logging.getLogger(__name__)
+__all__ = ["UsageError", "build_parser", "main"]
 
 
 class UsageError(ConfigError):
@@ -45,7 +48,9 @@ def _merge(file_options: dict[str, Any], args: argparse.Namespace, names: Sequen
            file_names: Sequence[str] = ()) -> dict[str, Any]:
     """Options from the YAML file, overridden by every flag the user actually gave.
 
-    The file may hold ``names`` (the flags) and ``file_names`` (settings without a flag)."""
+    The file may hold ``names`` (the flags) and ``file_names`` (settings without a flag); a
+    deprecated evaluator name (``attack``) is read as its new one, with a warning."""
+    file_options = EvaluatorConfig.upgrade(file_options)
     valid = set(names) | set(file_names)
     unknown = set(file_options) - valid
     if unknown:
@@ -59,27 +64,15 @@ def _merge(file_options: dict[str, Any], args: argparse.Namespace, names: Sequen
     return merged
 
 
-def _add_evaluator_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("evaluator (the shared AutoAttack evaluator)")
-    g.add_argument("--dataset", help="dataset name (default: digits)")
-    g.add_argument("--root", help="local data root for torchvision datasets")
-    g.add_argument("--download", action="store_true", default=None, help="download the dataset into --root")
-    g.add_argument("--eps", type=float, help="attack radius (default: the dataset's)")
-    g.add_argument("--norm", choices=["linf", "l2"], help="threat model norm (default: the dataset's)")
-    g.add_argument("--recipe", help="training recipe: standard, pgd, trades, fgsm-rs")
-    g.add_argument("--epochs", type=int, help="training epochs per candidate")
-    g.add_argument("--attack", help="AutoAttack mode: fast or standard")
-    g.add_argument("--n-examples", dest="n_examples", type=int, help="test points attacked")
-    g.add_argument("--device", help="auto, cpu or cuda")
-
-
-_EVALUATOR_FLAGS = ("dataset", "root", "download", "eps", "norm", "recipe", "epochs", "attack", "n_examples", "device")
+#: The evaluator's flags (``robustnas.plugins.evaluator.EVALUATOR_OPTIONS``, defined once beside
+#: ``EvaluatorConfig``), by field name.
+_EVALUATOR_FLAGS = tuple(option.name for option in EVALUATOR_OPTIONS)
 
 
 def _evaluator_config(options: dict[str, Any], seed: int | None = None) -> Any:
     from robustnas.plugins.evaluator import EvaluatorConfig
 
-    values = {k: options[k] for k in _EVALUATOR_FLAGS if options.get(k) is not None}
+    values = given_options(options)
     if seed is not None:
         values["seed"] = seed
     return EvaluatorConfig.from_dict(values)
@@ -290,6 +283,15 @@ def _cmd_bench_info(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
+def _add_table_command(bench: Any, command: str, text: str, func: Any) -> argparse.ArgumentParser:
+    """A ``bench`` subcommand that reads one table: the shipped one by name, or ``--path``."""
+    b = bench.add_parser(command, help=text)
+    b.add_argument("name", nargs="?", default="robust201-digits")
+    b.add_argument("--path", help="a packed table file or build folder instead of the shipped table")
+    b.set_defaults(func=func)
+    return b
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="robustnas",
@@ -325,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate everything, print the resolved configuration and the planned units "
                         "with a cost estimate; run and write nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    _add_evaluator_flags(p)
+    add_evaluator_options(p)
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("search", help="run one strategy on one space and write architecture records")
@@ -339,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", dest="top_k", type=int, help="architectures to export")
     p.add_argument("--out", help="folder for the records (default: runs/search)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    _add_evaluator_flags(p)
+    add_evaluator_options(p)
     p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("evaluate", help="retrain and evaluate one architecture record with the shared evaluator")
@@ -348,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of evaluator options (flags override it)")
     p.add_argument("--seed", type=int)
     p.add_argument("--output", help="write the metrics JSON here too")
-    _add_evaluator_flags(p)
+    add_evaluator_options(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("bench", help="robustness benchmark tables: build, pack, info")
@@ -367,15 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="benchmarks/tables/robust201-digits", help="build folder")
     b.add_argument("--dest", help="packed file (default: the package's data folder)")
     b.set_defaults(func=_cmd_bench_pack)
-    b = bench.add_parser("plot", help="histogram of robust accuracy and clean-vs-robust scatter (PNG)")
-    b.add_argument("name", nargs="?", default="robust201-digits")
-    b.add_argument("--path", help="a packed table file or build folder instead of the shipped table")
+    b = _add_table_command(bench, "plot", "histogram of robust accuracy and clean-vs-robust scatter (PNG)",
+                           _cmd_bench_plot)
     b.add_argument("--out", default="docs/img", help="folder for the PNG files (default docs/img)")
-    b.set_defaults(func=_cmd_bench_plot)
-    b = bench.add_parser("info", help="size, coverage, noise and best cells of a table")
-    b.add_argument("name", nargs="?", default="robust201-digits")
-    b.add_argument("--path", help="a packed table file or build folder instead of the shipped table")
-    b.set_defaults(func=_cmd_bench_info)
+    _add_table_command(bench, "info", "size, coverage, noise and best cells of a table", _cmd_bench_info)
 
     from robustnas.plugins.optuna import add_worker_arguments, worker_command
 
@@ -389,8 +386,6 @@ def _quiet_third_party(verbose: int) -> None:
     """NNI and Lightning narrate every experiment on stdout; keep their errors only unless -v is given."""
     if verbose:
         return
-    import warnings
-
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"nni\..*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=r".*(LeafSpec|does not have many workers|GPU available).*")
@@ -409,6 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Before the parser imports NNI (through the worker's arguments), so its import warnings are filtered too.
     _quiet_third_party(sum(a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in argv))
+    with warnings.catch_warnings():  # the display of deprecated names is this command's only
+        show_deprecations()
+        return _run(argv)
+
+
+def _run(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]

@@ -36,13 +36,23 @@ import random
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypedDict
 
 from robustnas.plugins._io import write_text_atomic  # noqa: F401  (also compare.write_text_atomic)
 from robustnas.plugins.errors import ConfigError, DataError, OutputError, RobustNASError
+from robustnas.plugins._deprecation import Renamed, first_spelling
+from robustnas.plugins.evaluator import EVALUATOR_OPTIONS, MODES, RECIPES, EvaluatorConfig
+from robustnas.plugins.evaluator.records import Metrics, metrics_from_dict
+from robustnas.search_spaces import ArchitectureRecord
 from robustnas.strategies import is_one_shot, is_threat_aware, population_for  # noqa: F401  (also compare.population_for)
+
+__all__ = ["EVALUATOR_FLAGS", "FINGERPRINT_ATTR", "HEARTBEAT_SECONDS", "MEASURED_KEYS", "OPTUNA_PREFIX",
+           "PRESETS", "STALE_SECONDS", "CompareConfig", "CompareRow", "RunFolder", "SearchCost",
+           "SearchEntry", "check", "compare", "evolutionary_defaults", "format_plan", "plan", "retrain",
+           "run_search", "seed_everything", "seeded", "valid_strategy_names", "without_times"]
 
 if TYPE_CHECKING:
     from robustnas.plugins._parallel import InProcess, RayExecutor
@@ -64,8 +74,8 @@ OPTUNA_PREFIX = "optuna-"
 #: a step, so 4 epochs cost about what 1 epoch of PGD-7 does. Measured on digits, ARNAS space
 #: width 8: FGSM-RS 4 epochs gives clean 0.90-0.96 and AutoAttack 0.09-0.17 in 19-30 s; PGD-7
 #: 1 epoch left candidates at chance (clean 0.10), so the search ranked noise.
-_SEARCH_EVALUATOR_DEMO = {"recipe": "fgsm-rs", "epochs": 4, "batch_size": 64, "attack": "fast", "n_examples": 64}
-_FINAL_EVALUATOR_DEMO = {"recipe": "pgd", "epochs": 5, "batch_size": 64, "attack": "fast", "n_examples": 100}
+_SEARCH_EVALUATOR_DEMO = {"recipe": "fgsm-rs", "epochs": 4, "batch_size": 64, "aa_mode": "fast", "n_examples": 64}
+_FINAL_EVALUATOR_DEMO = {"recipe": "pgd", "epochs": 5, "batch_size": 64, "aa_mode": "fast", "n_examples": 100}
 
 #: Named configurations. ``demo`` runs within minutes on 2 CPU cores; ``paper`` wants a GPU.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -78,7 +88,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "budget": 4,
         "search_epochs": 1,
         "search_batches": 6,
-        "strategy_kwargs": {"tamnas": {"population_size": 4, "generations": 2, "eval_batches": 2, "bn_batches": 4}},
+        "strategy_kwargs": {"tamnas": {"population_size": 4, "generations": 2, "val_batches": 2, "bn_batches": 4}},
         "top_k": 1,
         "search": _SEARCH_EVALUATOR_DEMO,
         "final": _FINAL_EVALUATOR_DEMO,
@@ -93,8 +103,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "search_epochs": 10,
         "strategy_kwargs": {"tamnas": {"population_size": 8, "generations": 4}},
         "top_k": 3,
-        "search": {"recipe": "pgd", "epochs": 4, "attack": "fast", "n_examples": 128},
-        "final": {"recipe": "pgd", "epochs": 20, "attack": "standard", "n_examples": 450},
+        "search": {"recipe": "pgd", "epochs": 4, "aa_mode": "fast", "n_examples": 128},
+        "final": {"recipe": "pgd", "epochs": 20, "aa_mode": "standard", "n_examples": 450},
     },
     "paper": {
         "dataset": "cifar10",
@@ -106,8 +116,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "budget": 50,
         "search_epochs": 50,
         "top_k": 1,
-        "search": {"recipe": "pgd", "epochs": 10, "attack": "fast", "n_examples": 1000},
-        "final": {"recipe": "pgd", "epochs": 200, "attack": "standard", "n_examples": 10000},
+        "search": {"recipe": "pgd", "epochs": 10, "aa_mode": "fast", "n_examples": 1000},
+        "final": {"recipe": "pgd", "epochs": 200, "aa_mode": "standard", "n_examples": 10000},
     },
 }
 
@@ -152,7 +162,7 @@ class CompareConfig:
         """
         if not isinstance(options, dict):
             raise ConfigError(f"compare options must be a mapping of option names to values, got {options!r}")
-        options = {k: v for k, v in options.items() if v is not None}
+        options = EvaluatorConfig.upgrade({k: v for k, v in options.items() if v is not None})  # attack: old aa_mode
         preset = options.pop("preset", "demo")
         if not isinstance(preset, str) or preset not in PRESETS:
             raise ConfigError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}")
@@ -171,6 +181,8 @@ class CompareConfig:
             if key in options:
                 if not isinstance(options[key], dict):
                     raise ConfigError(f"{key} must be a mapping, got {options[key]!r}")
+                if key != "strategy_kwargs":  # the preset's evaluator settings use the new names
+                    options[key] = EvaluatorConfig.upgrade(options[key])
                 options[key] = {**values.get(key, {}), **options[key]}
         values.update(options)
         for phase in ("search", "final"):
@@ -241,9 +253,26 @@ class CompareConfig:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (not the output folder, nor where the tasks run)."""
+        """Hash of everything that changes results (not the output folder, nor where the tasks run).
+
+        Renamed settings are hashed under their first names (``attack`` for ``aa_mode``, TAM-NAS'
+        ``eval_batches`` for ``val_batches``): one fingerprint whichever name spelled them, so a run
+        started before a rename resumes after it."""
         data = {k: v for k, v in self.to_dict().items() if k not in _WHERE_FIELDS}
+        for phase in ("search", "final"):
+            data[phase] = first_spelling(data[phase], EvaluatorConfig.RENAMED)
+        data["strategy_kwargs"] = {name: first_spelling(kwargs, _renamed_arguments(name))
+                                   for name, kwargs in data["strategy_kwargs"].items()}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _renamed_arguments(strategy: str) -> tuple[Renamed, ...]:
+    """The renamed arguments the strategy declares (``renamed_arguments``; none for Optuna samplers)."""
+    if strategy.startswith(OPTUNA_PREFIX):
+        return ()
+    from robustnas.strategies import strategy_factory
+
+    return tuple(getattr(strategy_factory(strategy), "renamed_arguments", ()))
 
 
 #: Fields that say where a comparison runs, not what it computes: outside the fingerprint.
@@ -252,7 +281,9 @@ _WHERE_FIELDS = ("out", "jobs", "cluster")
 MEASURED_KEYS = ("wall_seconds", "cpu_seconds", "train_seconds", "eval_seconds", "latency_ms")
 
 #: Evaluator settings that compare also takes at the top level (flags); they apply to both phases.
-EVALUATOR_FLAGS = ("root", "download", "eps", "norm", "recipe", "epochs", "attack", "n_examples", "device")
+#: ``dataset`` is not among them: it is a field of CompareConfig itself (the preset sets it), the one
+#: dataset both phases run on, so ``--dataset`` sets that field instead.
+EVALUATOR_FLAGS = tuple(option.name for option in EVALUATOR_OPTIONS if option.name != "dataset")
 
 
 def valid_strategy_names() -> set[str]:
@@ -262,6 +293,79 @@ def valid_strategy_names() -> set[str]:
     from robustnas.strategies import available_strategies
 
     return set(available_strategies()) | {OPTUNA_PREFIX + s for s in SAMPLERS}
+
+
+# ---------------------------------------------------------------------------- rows
+class SearchCost(TypedDict):
+    """What one unit's search cost: wall and CPU seconds, and candidates evaluated."""
+
+    wall_seconds: float
+    cpu_seconds: float
+    candidates: int
+
+
+class SearchEntry(TypedDict):
+    """One architecture a search returned (:func:`run_search`): its record as a dict
+    (:meth:`ArchitectureRecord.to_dict`), the metrics the search gave it (empty for an export
+    without per-candidate metrics) and the cost of the whole search."""
+
+    record: dict[str, Any]
+    search_metrics: Metrics
+    search_cost: SearchCost
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    """One row of ``results.json``: an architecture that ``strategy``'s search returned for
+    ``seed``, with its search metrics and cost, and its ``metrics`` after the final retraining.
+
+    ``to_dict()`` is the row as written to ``results.json`` (keys in this order); ``from_dict``
+    checks a row read back and raises :class:`DataError` naming a missing, unknown or ill-typed key.
+    """
+
+    strategy: str
+    seed: int
+    record: ArchitectureRecord
+    search_metrics: Metrics
+    search_cost: SearchCost
+    metrics: Metrics
+
+    @classmethod
+    def from_search(cls, strategy: str, seed: int, entry: SearchEntry, metrics: Metrics) -> "CompareRow":
+        """The row of a :func:`run_search` entry retrained to ``metrics``."""
+        return cls(strategy=strategy, seed=seed, record=ArchitectureRecord.from_dict(entry["record"]),
+                   search_metrics=entry["search_metrics"], search_cost=entry["search_cost"], metrics=metrics)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "CompareRow":
+        """The inverse of :meth:`to_dict`."""
+        keys = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(data, Mapping):
+            raise DataError(f"a results.json row must be a mapping with keys {keys}, got {type(data).__name__}")
+        missing = [key for key in keys if key not in data]
+        unknown = [key for key in data if key not in keys]
+        if missing or unknown:
+            bad = f"lacks key(s) {missing}" if missing else f"has unknown key(s) {unknown}"
+            raise DataError(f"a results.json row {bad}; a row has {keys}")
+        if not isinstance(data["strategy"], str):
+            raise DataError(f"row['strategy'] must be a strategy name, got {data['strategy']!r}")
+        seed = data["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise DataError(f"row['seed'] must be an integer >= 0, got {seed!r}")
+        cost = data["search_cost"]
+        cost_keys = list(SearchCost.__annotations__)
+        if not isinstance(cost, Mapping) or not all(isinstance(cost.get(k), (int, float)) for k in cost_keys):
+            raise DataError(f"row['search_cost'] must be a mapping of {cost_keys} to numbers, got {cost!r}")
+        return cls(strategy=data["strategy"], seed=seed, record=ArchitectureRecord.from_dict(data["record"]),
+                   search_metrics=metrics_from_dict(data["search_metrics"], "row['search_metrics']"),
+                   search_cost=dict(cost),  # type: ignore[arg-type]  # checked above
+                   metrics=metrics_from_dict(data["metrics"], "row['metrics']"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as JSON types, as ``results.json`` holds it."""
+        return {"strategy": self.strategy, "seed": self.seed, "record": self.record.to_dict(),
+                "search_metrics": dict(self.search_metrics), "search_cost": dict(self.search_cost),
+                "metrics": dict(self.metrics)}
 
 
 # ---------------------------------------------------------------------------- the run folder
@@ -329,6 +433,11 @@ class RunFolder:
                 raise ConfigError(f"{self.results_path} comes from another configuration "
                                   f"(fingerprint {data.get('fingerprint')} != {fingerprint}); "
                                   "resume it with the same options or choose another --out")
+            for number, row in enumerate(data["rows"], 1):
+                try:
+                    CompareRow.from_dict(row)
+                except DataError as exc:
+                    raise DataError(f"results file {str(self.results_path)!r}, row {number}: {exc}") from None
             data.setdefault("failures", [])
             self.data = data
         else:
@@ -445,7 +554,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool = True) -> list[dict[str, Any]]:
+def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool = True) -> list[SearchEntry]:
     """Run one strategy once; return up to ``top_k`` entries ``{"record", "search_metrics", "search_cost"}``.
 
     Candidates that fail (their reason in ``"error"``) do not stop the search; inside
@@ -470,8 +579,8 @@ def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool =
         candidates = _search_one_shot(config, strategy, space, evaluator, kwargs)
     else:
         candidates = _search_multi_trial(config, strategy, space, evaluator, kwargs)
-    cost = {"wall_seconds": time.perf_counter() - wall0, "cpu_seconds": time.process_time() - cpu0,
-            "candidates": candidates["evaluated"]}
+    cost: SearchCost = {"wall_seconds": time.perf_counter() - wall0, "cpu_seconds": time.process_time() - cpu0,
+                        "candidates": candidates["evaluated"]}
     failed = candidates.get("failures", [])
     sink = _FAILURES.get()
     if sink is not None:
@@ -479,11 +588,8 @@ def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool =
     for item in failed:
         _logger.warning("%s seed %d: candidate %s failed: %s", strategy, seed, item.get("sample"), item["error"])
     chosen = _top_k(candidates["records"], config.top_k)
-    return [
-        {"record": export_record(space, item["sample"]), "search_metrics": item.get("metrics") or {},
-         "search_cost": cost}
-        for item in chosen
-    ]
+    return [SearchEntry(record=export_record(space, item["sample"]), search_metrics=item.get("metrics") or {},
+                        search_cost=cost) for item in chosen]
 
 
 #: Evolutionary strategies whose population is sized from the budget when not given.
@@ -650,14 +756,16 @@ def _search_one_shot(config, strategy, space, evaluator, kwargs) -> dict[str, An
 
 
 # ---------------------------------------------------------------------------- compare
-def _retrain(config: CompareConfig, entry: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Retrain one architecture from scratch with the ``final`` settings; its initial weights
-    come from ``seed`` alone (:func:`seed_everything` before the network is built)."""
+def retrain(config: CompareConfig, record: dict[str, Any], seed: int) -> Metrics:
+    """Retrain the architecture ``record`` from scratch with ``config``'s ``final`` settings (and
+    its ``final_space_kwargs``) and return its metrics; the initial weights come from ``seed``
+    alone (:func:`seed_everything` before the network is built). :func:`compare` retrains every
+    architecture a search returns with it."""
     from robustnas.plugins.evaluator import RobustnessEvaluator
     from robustnas.search_spaces import build_model
 
     seed_everything(seed)
-    record = copy.deepcopy(entry["record"])
+    record = copy.deepcopy(record)
     if config.final_space_kwargs and record["space"] == config.space:
         record["kwargs"].update(config.final_space_kwargs)
     evaluator = RobustnessEvaluator(_evaluator_config(config, "final", seed))
@@ -724,22 +832,12 @@ def check(config: CompareConfig) -> dict[str, Any]:
     return {"bundles": bundles, "threat": threats["final"]}
 
 
-#: Forward-backward passes per training image and epoch, by recipe (k = attack steps).
-def _train_passes(recipe: str, steps: int) -> int:
-    return {"standard": 1, "pgd": steps + 1, "trades": steps + 2, "fgsm-rs": 2}.get(recipe, steps + 1)
-
-
-#: Upper bounds of AutoAttack's passes per attacked point (fast: APGD-CE + APGD-T, 100 iterations each;
-#: standard adds more targets, FAB-T and Square's 5,000 queries).
-_AUTOATTACK_PASSES = {"fast": 200, "standard": 7000}
-
-
 def _evaluation_passes(evaluator_config: Any, n_train: int, n_test: int) -> int:
     """Rough cost of one ``evaluate``: training passes, then clean, PGD and AutoAttack passes."""
     c = evaluator_config
     attacked = min(c.n_examples, n_test)
-    train = c.epochs * n_train * _train_passes(c.recipe, c.train_attack_steps)
-    return train + n_test + attacked * (c.pgd_eval_steps + 1 + _AUTOATTACK_PASSES.get(c.attack, 7000))
+    train = c.epochs * n_train * RECIPES[c.recipe].passes(c.train_attack_steps)  # the recipe's passes per image
+    return train + n_test + attacked * (c.pgd_eval_steps + 1 + MODES[c.aa_mode].passes)  # AutoAttack's upper bound
 
 
 def plan(config: CompareConfig, checked: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -848,14 +946,14 @@ def _search_task(config: CompareConfig, strategy: str, seed: int, progress: bool
     return {"found": found, "failures": failures, "seconds": time.perf_counter() - t0}
 
 
-def _retrain_task(config: CompareConfig, entry: dict[str, Any], strategy: str, seed: int) -> dict[str, Any]:
+def _retrain_task(config: CompareConfig, entry: SearchEntry, strategy: str, seed: int) -> dict[str, Any]:
     """One architecture's retraining, as a task: ``{"metrics", "seconds"}``, ``{"failure", "seconds"}``
     when it fails alone, or ``{"error"}`` holding a :class:`RobustNASError`."""
     from robustnas.plugins.nni import failure_reason
 
     t0 = time.perf_counter()
     try:
-        return {"metrics": _retrain(config, entry, seed), "seconds": time.perf_counter() - t0}
+        return {"metrics": retrain(config, entry["record"], seed), "seconds": time.perf_counter() - t0}
     except RobustNASError as exc:
         return {"error": exc}
     except Exception as exc:  # noqa: BLE001 - this architecture fails alone
@@ -870,7 +968,7 @@ class _Unit:
     number: int
     strategy: str
     seed: int
-    found: list[dict[str, Any]] = field(default_factory=list)
+    found: list[SearchEntry] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     retrained: list[dict[str, Any] | None] = field(default_factory=list)
     waiting: int = 0
@@ -958,7 +1056,7 @@ def _run(config: CompareConfig, folder: RunFolder, progress: bool,
                 entry = unit.found[i]
                 done_rows = [r for r in unit.retrained if r and "metrics" in r]
                 if status == "ok" and "metrics" in outcome:
-                    row = {"strategy": unit.strategy, "seed": unit.seed, **entry, "metrics": outcome["metrics"]}
+                    row = CompareRow.from_search(unit.strategy, unit.seed, entry, outcome["metrics"]).to_dict()
                     unit.retrained[i] = row
                     say(f"{unit.label(total)}: retrain {i + 1}/{len(unit.found)} {outcome['seconds']:.1f} s, "
                         f"robust acc {outcome['metrics']['robust_acc']:.3f}; best robust acc so far "

@@ -16,14 +16,13 @@
 * :func:`run_experiment` -- one call that runs a ``NasExperiment`` and returns every trial's
   ``{"sample", "metrics", "record"}`` and the exported top models.
 * :class:`TPE`, :class:`HPOStrategy`, :class:`Proxyless`, :class:`ENAS`, :class:`PolicyBasedRL`
-  -- NNI's strategies adapted to every robustnas space (``robustnas.plugins._nni_strategies``).
+  -- NNI's strategies adapted to every robustnas space (defined in ``robustnas.strategies._nni``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import threading
@@ -37,6 +36,10 @@ from nni.nas.evaluator import FunctionalEvaluator
 from nni.nas.execution import ExecutionEngine
 from nni.nas.execution.event import FinalMetricEvent, ModelEventType, TrainingEndEvent
 from nni.nas.space import ModelStatus
+
+from robustnas.plugins._io import to_json
+from robustnas.plugins.errors import ConfigError
+from robustnas.search_spaces import sample_key
 
 if TYPE_CHECKING:
     from nni.nas.evaluator.pytorch import Classification
@@ -78,27 +81,8 @@ def failure_reason(exc: BaseException) -> str:
     return text.splitlines()[0][:500] if text else type(exc).__name__
 
 
-def to_json(value: Any) -> Any:
-    """A JSON-safe copy: dataclasses to dicts, numpy/torch scalars to numbers, tuples to lists."""
-    def default(obj: Any) -> Any:
-        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return dataclasses.asdict(obj)
-        if hasattr(obj, "item"):
-            return obj.item()
-        if hasattr(obj, "tolist"):
-            return obj.tolist()
-        if isinstance(obj, Path):
-            return str(obj)
-        raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
-    return json.loads(json.dumps(value, default=default))
-
-
-def arch_key(sample: Mapping[str, Any]) -> str:
-    """The canonical key of an architecture: the first 16 hex digits of the SHA-1 of its sample as
-    compact JSON with sorted labels (choice lists as JSON lists), so equal samples share it in any
-    process and label order."""
-    text = json.dumps(to_json(dict(sample)), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+#: The canonical key of an architecture (the sample key of robustnas.search_spaces).
+arch_key = sample_key
 
 
 def _current_sample() -> Mapping[str, Any] | None:
@@ -258,11 +242,25 @@ class MetricsCollector:
     recorded with ``metrics=None``, status ``"failed"`` and, when the candidate failed in this
     process, ``"error"``: the reason (exception type and message).
 
-    Example::
+    Example (two random candidates of a small space, one epoch each on digits):
 
-        collector = MetricsCollector(space).attach(experiment)
-        experiment.run()
-        collector.records
+    >>> import tempfile
+    >>> from nni.nas.experiment import NasExperiment, NasExperimentConfig
+    >>> from nni.nas.strategy import Random
+    >>> from robustnas.plugins.nni import MetricsCollector, robust_evaluator
+    >>> from robustnas.search_spaces import get_space
+    >>> space = get_space("robust201", input_shape=(1, 8, 8), num_classes=10, width=4)
+    >>> evaluator = robust_evaluator(dict(dataset="digits", recipe="standard", epochs=1, n_examples=16,
+    ...                                   progress=False))
+    >>> config = NasExperimentConfig("sequential", "simplified", max_trial_number=2)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     config.experiment_working_directory = folder
+    ...     experiment = NasExperiment(space, evaluator, Random(seed=0), config)
+    ...     collector = MetricsCollector(space).attach(experiment)
+    ...     _ = experiment.run()
+    ...     experiment.stop()
+    >>> [(r["status"], r["record"]["space"], "robust_acc" in r["metrics"]) for r in collector.records]
+    [('trained', 'robust201', True), ('trained', 'robust201', True)]
     """
 
     def __init__(self, space: Any = None) -> None:
@@ -501,6 +499,52 @@ def wait_for_manager(timeout: float = MANAGER_TIMEOUT) -> Iterator[None]:
                 launcher._check_rest_server = _LAUNCHER_PATCH["original"]
 
 
+def _width_fitted_skips(space: Any) -> list[str]:
+    """Labels of the layer choices of ``space`` whose ``skip`` candidate fits a searched width
+    (the tiny space's ``ChannelSkip``: an identity cut or padded to one width at a time)."""
+    from nni.mutable import Mutable
+    from nni.nas.nn.pytorch import LayerChoice
+
+    from robustnas.search_spaces._tiny_ops import SKIP, ChannelSkip
+
+    return [module.label for module in space.modules()
+            if isinstance(module, LayerChoice) and SKIP in module.names and isinstance(module[SKIP], ChannelSkip)
+            and isinstance(module[SKIP].args.get("out_channels"), Mutable)]
+
+
+def _refuse_width_mixtures(space: Any, strategy: Any) -> None:
+    """A :class:`ConfigError` for ARNAS or DSRNA on a space with a width-fitted ``skip``.
+
+    They relax every choice into a softmax-weighted mixture, widths included, which that skip
+    cannot compute: the supernet would fail on its first batch, after NNI started the experiment.
+    (NNI's DARTS-style strategies meet the same refusal as a failed trial, see docs/nni.md.)
+    """
+    from robustnas.search_spaces import space_name_of
+    from robustnas.strategies import ARNAS, DSRNA
+
+    if not isinstance(strategy, (ARNAS, DSRNA)):
+        return
+    labels = _width_fitted_skips(space)
+    if labels:
+        try:
+            name = space_name_of(space)
+        except ValueError:  # not a registered space
+            name = type(space).__name__
+        raise ConfigError(f"strategy {type(strategy).__name__} cannot search space {name!r}: it mixes widths, and "
+                          f"the space's width-fitted 'skip' op takes one width at a time (choices {labels}); build "
+                          "the space without it (blocks without 'skip') or use a single-path strategy (tamnas, "
+                          "random-oneshot)")
+
+
+def _stop_after_failure(experiment: Any) -> None:
+    """Stop an experiment whose run raised (NNI would at process exit); a failure to stop is logged,
+    so that the run's own exception is the one raised."""
+    try:
+        experiment.stop()
+    except Exception as exc:  # noqa: BLE001 - the run's exception matters more
+        _logger.warning("could not stop the NNI experiment after its run failed: %s: %s", type(exc).__name__, exc)
+
+
 def run_experiment(
     space: Any,
     strategy: Any,
@@ -533,7 +577,10 @@ def run_experiment(
     (NNI's ``continue_on_failure``). ``working_dir`` holds NNI's experiment files (checkpoints,
     logs); NNI's default is ``~/nni-experiments``. With ``stop=False`` a training-service
     experiment stays up (its web UI and REST API on ``port``; see :func:`rest_records`) until
-    you call ``result.experiment.stop()``.
+    you call ``result.experiment.stop()``. When the run itself raises, the experiment is stopped
+    and the exception raised. ARNAS and DSRNA on a space whose ``skip`` fits a searched width (the
+    tiny space) raise a :class:`~robustnas.plugins.errors.ConfigError` before anything starts:
+    they mix widths, which that ``skip`` cannot.
     """
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
 
@@ -542,11 +589,12 @@ def run_experiment(
         raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(engines)}")
     if not (isinstance(manager_timeout, (int, float)) and manager_timeout > 0):
         raise ValueError(f"manager_timeout must be a positive number of seconds, got {manager_timeout!r}")
+    # robustnas.strategies first: it imports nni.nas.strategy before NNI's one-shot module (an NNI 3.0 cycle)
+    from robustnas.strategies._nni import adapt_strategy
     from nni.nas.oneshot.pytorch.strategy import OneShotStrategy, is_supernet
 
-    from ._nni_strategies import adapt_strategy
-
     strategy = adapt_strategy(strategy)
+    _refuse_width_mixtures(space, strategy)
     if isinstance(strategy, OneShotStrategy) or is_supernet(space):  # weights live in this process
         config = NasExperimentConfig("sequential", "raw")
     elif engine == "ts":
@@ -564,8 +612,13 @@ def run_experiment(
         config.experiment_working_directory = str(Path(working_dir).resolve())
     experiment = NasExperiment(space, evaluator, strategy, config)
     collector = MetricsCollector(space).attach(experiment)
-    with wait_for_manager(manager_timeout):
-        completed = experiment.run(port=port, debug=debug)  # None: interrupted, and NNI stopped it already
+    try:
+        with wait_for_manager(manager_timeout):
+            completed = experiment.run(port=port, debug=debug)  # None: interrupted, and NNI stopped it already
+    except BaseException:  # NNI stops a failed experiment only at exit, logging into closed streams by then
+        _stop_after_failure(experiment)
+        collector.detach()
+        raise
     try:
         # The collector still holds every model: NNI's engine lists them with their own metrics.
         samples = experiment.export_top_models(top_k=top_k, formatter="dict") if completed else []
@@ -585,7 +638,7 @@ def run_experiment(
 
 def __getattr__(name: str) -> Any:  # NNI's strategies, adapted: imported on first use (they load Lightning)
     if name in _ADAPTED:
-        from . import _nni_strategies
+        from robustnas.strategies import _nni
 
-        return getattr(_nni_strategies, name)
+        return getattr(_nni, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,12 +11,13 @@ from ._dsrna import DSRNASpace
 from ._genotypes import NAMED_ARCHITECTURES, genotype, named_architecture, sample_from_genotype
 from ._ops import ARNAS_OPS, DARTS_OPS
 from ._records import (
-    RECORD_FORMAT, build_model, export_record, load_record, random_sample, save_record, validate_sample,
+    RECORD_FORMAT, ArchitectureRecord, build_model, export_record, load_record, random_sample, sample_key,
+    save_record, validate_sample,
 )
-from ._registry import ENTRY_POINT_GROUP, SPACES, available_spaces, get_space, register_space
+from ._registry import ENTRY_POINT_GROUP, SPACES, available_spaces, get_space, register_space, space_name_of
 
 
-def __getattr__(name: str):  # TinyRobustSpace is imported lazily (search_spaces/tiny.py), not in __all__
+def __getattr__(name: str):  # TinyRobustSpace is imported on first use (search_spaces/tiny.py)
     if name == "TinyRobustSpace":
         from .tiny import TinyRobustSpace
 
@@ -25,10 +26,10 @@ def __getattr__(name: str):  # TinyRobustSpace is imported lazily (search_spaces
 
 
 __all__ = [
-    "ARNASSpace", "DSRNASpace", "DartsCellSpace",
+    "ARNASSpace", "DSRNASpace", "DartsCellSpace", "TinyRobustSpace",
     "ARNAS_OPS", "DARTS_OPS",
-    "SPACES", "ENTRY_POINT_GROUP", "available_spaces", "get_space", "register_space",
-    "RECORD_FORMAT", "export_record", "build_model", "save_record", "load_record",
-    "validate_sample", "random_sample",
+    "SPACES", "ENTRY_POINT_GROUP", "available_spaces", "get_space", "register_space", "space_name_of",
+    "RECORD_FORMAT", "ArchitectureRecord", "export_record", "build_model", "save_record", "load_record",
+    "validate_sample", "random_sample", "sample_key",
     "NAMED_ARCHITECTURES", "named_architecture", "genotype", "sample_from_genotype",
 ]

@@ -48,7 +48,7 @@ def make_op(name: str, channels: int, stride: int, drop_path_prob: float = 0.0) 
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` inside the model, so inputs stay in [0, 1].
 
-    Attacks then work in input space with the usual eps (PAPERS.md, common ground).
+    Attacks then work in input space with the usual eps (the papers' common setting).
     ``mean`` and ``std`` are buffers: saved with the weights, never trained.
     """
 

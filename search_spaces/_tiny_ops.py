@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from nni.mutable import MutableExpression
 from nni.nas.nn.pytorch import MutableBatchNorm2d, MutableConv2d, ParametrizedModule
-from nni.nas.oneshot.pytorch.supermodule._expression_utils import traverse_all_options
 from nni.nas.oneshot.pytorch.supermodule.operation import MixedConv2d, MixedOperation
 from torch import nn
 
@@ -149,7 +148,7 @@ class MixedChannelSkip(MixedOperation, _ChannelSkipBase):
     argument_list = ["out_channels"]
 
     def super_init_argument(self, name: str, value_choice: MutableExpression) -> Any:
-        return max(traverse_all_options(value_choice))
+        return max(value_choice.grid())  # the widest width: every value the choice can take
 
     def freeze_weight(self, **kwargs: Any) -> dict[str, Any]:
         return {}

@@ -50,10 +50,15 @@ class Robust201Space(NasBench201):
     ``robust201-digits``'s network: 21 k to 57 k parameters on 1x8x8 digits. Inputs are
     pixels in [0, 1]; there is no normalisation layer (the attacks work in pixel space).
 
-    Example::
+    Example (a cell in its canonical form, as the benchmark table keys it):
 
-        space = Robust201Space(input_shape=(1, 8, 8), num_classes=10)
-        model = space.freeze(canonical_sample(random_sample(space, seed=0)))
+    >>> import torch
+    >>> from robustnas.search_spaces import random_sample
+    >>> from robustnas.search_spaces.robust201 import Robust201Space, canonical_sample
+    >>> space = Robust201Space(input_shape=(1, 8, 8), num_classes=10)
+    >>> model = space.freeze(canonical_sample(random_sample(space, seed=0)))
+    >>> model(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
     """
 
     space_name: ClassVar[str] = "robust201"

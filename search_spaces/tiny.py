@@ -60,10 +60,14 @@ class TinyRobustSpace(ModelSpace):
     layers, widths become weight-entangled mixed convolutions, and
     ``space.freeze(sample)`` of a trained supernet inherits its weights.
 
-    Example::
+    Example (a random architecture, on digits' 1x8x8 inputs):
 
-        space = TinyRobustSpace(input_shape=(1, 8, 8), num_classes=10)
-        model = space.freeze(space.random())
+    >>> import torch
+    >>> from robustnas.search_spaces import TinyRobustSpace, random_sample
+    >>> space = TinyRobustSpace(input_shape=(1, 8, 8), num_classes=10)
+    >>> model = space.freeze(random_sample(space, seed=0))
+    >>> model(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
     """
 
     space_name: ClassVar[str] = "tiny"

@@ -4,7 +4,7 @@
 ``dsrna``, ``tamnas``) or every NNI 3.0 built-in: ``random``, ``grid-search``, ``evolution``,
 ``tpe``, ``policy-rl`` (multi-trial) and ``darts``, ``gumbel-darts``, ``proxyless``, ``enas``,
 ``random-oneshot`` (one-shot). ``tpe``, ``proxyless``, ``enas`` and ``policy-rl`` are NNI's
-classes adapted to every robustnas space (``robustnas.plugins._nni_strategies``, docs/nni.md);
+classes adapted to every robustnas space (``robustnas.strategies._nni``, docs/nni.md);
 ``enas`` and ``policy-rl`` need the optional extra ``rl`` (tianshou). Other packages add
 strategies through the entry-point group ``robustnas.strategies`` (name -> ``module:attr``).
 """
@@ -18,15 +18,16 @@ import math
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
+from ._oneshot import DartsSettings
 from .arnas import ARNAS, mgda_two_task
 from .dsrna import DSRNA
 from robustnas.plugins.errors import ConfigError
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["ARNAS", "DSRNA", "TAMNAS", "STRATEGIES", "ENTRY_POINT_GROUP", "available_strategies", "get_strategy",
-           "register_strategy", "strategy_factory", "takes_seed", "is_one_shot", "is_threat_aware",
-           "mgda_two_task"]
+__all__ = ["ARNAS", "DSRNA", "TAMNAS", "DartsSettings", "STRATEGIES", "ENTRY_POINT_GROUP", "available_strategies",
+           "get_strategy", "register_strategy", "strategy_factory", "takes_seed", "is_one_shot", "is_threat_aware",
+           "mgda_two_task", "population_for"]
 
 ENTRY_POINT_GROUP = "robustnas.strategies"
 
@@ -38,13 +39,15 @@ STRATEGIES: dict[str, str | Callable[..., Any]] = {
     "random": "nni.nas.strategy:Random",
     "grid-search": "nni.nas.strategy:GridSearch",
     "evolution": "nni.nas.strategy:RegularizedEvolution",
-    "tpe": "robustnas.plugins._nni_strategies:TPE",
-    "policy-rl": "robustnas.plugins._nni_strategies:PolicyBasedRL",
-    "darts": "nni.nas.strategy:DARTS",
-    "gumbel-darts": "nni.nas.strategy:GumbelDARTS",
-    "proxyless": "robustnas.plugins._nni_strategies:Proxyless",
-    "enas": "robustnas.plugins._nni_strategies:ENAS",
-    "random-oneshot": "nni.nas.strategy:RandomOneShot",
+    "tpe": "robustnas.strategies._nni:TPE",
+    "policy-rl": "robustnas.strategies._nni:PolicyBasedRL",
+    # NNI's one-shot classes from their own module: nni.nas.strategy holds stubs of them when a process
+    # imported nni.nas.oneshot.pytorch.strategy first (an NNI 3.0 import cycle)
+    "darts": "nni.nas.oneshot.pytorch.strategy:DARTS",
+    "gumbel-darts": "nni.nas.oneshot.pytorch.strategy:GumbelDARTS",
+    "proxyless": "robustnas.strategies._nni:Proxyless",
+    "enas": "robustnas.strategies._nni:ENAS",
+    "random-oneshot": "nni.nas.oneshot.pytorch.strategy:RandomOneShot",
 }
 
 
@@ -78,7 +81,9 @@ def _resolve(target: str | Callable[..., Any]) -> Callable[..., Any]:
 def get_strategy(name: str, **kwargs: Any) -> Any:
     """Build the strategy registered as ``name`` with ``kwargs``.
 
-    >>> get_strategy("dsrna", metric="jacobian", gamma=0.01)  # doctest: +SKIP
+    >>> from robustnas.strategies import get_strategy
+    >>> get_strategy("dsrna", metric="jacobian", gamma=0.01).regularizer.gamma
+    0.01
     """
     return strategy_factory(name)(**kwargs)
 

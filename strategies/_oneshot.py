@@ -10,14 +10,16 @@ phases of a search step split into overridable hooks:
 - :meth:`RobustDartsModule.weight_loss`.
 
 :class:`RobustOneShotStrategy` is NNI's :class:`~nni.nas.strategy.DARTS` plus the
-threat model, the paper's weight optimiser (SGD, cosine schedule) and a record
-of the result (exported architecture with supernet-level metrics) for
-``pareto_front()``.
+threat model, the paper's weight optimiser (SGD, cosine schedule; :class:`DartsSettings`)
+and a record of the result (exported architecture with supernet-level metrics) for
+``pareto_front()``. :class:`RobustOneShotMixin` is what TAM-NAS shares with them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import itertools
 import logging
 from typing import Any, Callable, Iterator, Sequence
 
@@ -25,10 +27,12 @@ import torch
 import torch.nn.functional as F
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
-from nni.nas.strategy import DARTS
+from nni.nas.oneshot.pytorch.strategy import DARTS
 from torch import nn
 
 from robustnas.plugins.evaluator import DEFAULT_THREATS, DatasetBundle, ThreatModel, accuracy, pgd_accuracy
+from robustnas.plugins._deprecation import Renamed
+from robustnas.plugins.evaluator._utils import logits_of, model_device, preserved_mode
 
 from .pareto import ParetoArchive
 
@@ -38,6 +42,17 @@ WEIGHT_OPTIMIZERS = ("sgd", "evaluator")
 DEFAULT_EPS = 8 / 255
 
 Batch = Sequence[torch.Tensor]
+
+#: ``eval_batches`` of ARNAS and DSRNA is ``val_batches`` (the same count; 0, which measured no
+#: batch and failed after the search, is refused when the strategy is built).
+RENAMED_EVAL_BATCHES = Renamed("eval_batches", "val_batches")
+
+
+def check_batches(name: str, value: int | None) -> int | None:
+    """``value`` if it is a count of batches (an integer >= 1) or None (every batch), else ``ValueError``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be an integer >= 1, or None for every batch; got {value!r}")
+    return value
 
 
 def resolve_threat(eps: float | None, norm: str | None, dataset: str | DatasetBundle | None) -> tuple[float, str]:
@@ -57,11 +72,6 @@ def resolve_threat(eps: float | None, norm: str | None, dataset: str | DatasetBu
         norm = default.norm if default is not None else "linf"
     threat = ThreatModel(norm, eps)  # validates, naming the valid norms
     return threat.eps, threat.norm
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits of a model output (first item of a tuple)."""
-    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -90,6 +100,40 @@ def unflat(vector: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Ten
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class DartsSettings:
+    """How ARNAS and DSRNA search beyond NNI DARTS' own arguments; every field is also a keyword
+    argument of the strategies (``ARNAS(weight_lr=0.05, unrolled=True)``).
+
+    ``unrolled`` / ``unrolled_r``: DARTS' second-order architecture gradient and its finite-difference
+    radius (:meth:`RobustDartsModule.unrolled_gradient`). ``weight_optimizer="sgd"``: the papers'
+    weight optimiser, SGD with ``weight_momentum`` and ``weight_decay``, cosine from ``weight_lr``
+    to ``weight_lr_min``; ``"evaluator"``: the evaluator's, as NNI DARTS. ``exclude_none``: the
+    export never picks ``none`` while another operation exists (:meth:`RobustDartsModule.export`).
+    """
+
+    unrolled: bool = False
+    unrolled_r: float = 0.01
+    weight_optimizer: str = "sgd"
+    weight_lr: float = 0.025
+    weight_lr_min: float = 0.001
+    weight_momentum: float = 0.9
+    weight_decay: float = 3.0e-4
+    exclude_none: bool = True
+
+    def __post_init__(self) -> None:
+        if self.weight_optimizer not in WEIGHT_OPTIMIZERS:
+            raise ValueError(
+                f"unknown weight_optimizer {self.weight_optimizer!r}; valid: {', '.join(WEIGHT_OPTIMIZERS)}"
+            )
+        object.__setattr__(self, "exclude_none", bool(self.exclude_none))
+
+    @classmethod
+    def pop_from(cls, kwargs: dict[str, Any]) -> "DartsSettings":
+        """The settings that ``kwargs`` names (taken out of it); the defaults for the rest."""
+        return cls(**{f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls) if f.name in kwargs})
+
+
 class RobustDartsModule(DartsLightningModule):
     """DARTS search step with hooks for robust objectives (ARNAS, DSRNA).
 
@@ -107,14 +151,7 @@ class RobustDartsModule(DartsLightningModule):
         gradient_clip_val: float | None = 5.0,
         log_prob_every_n_step: int = 10,
         warmup_epochs: int = 0,
-        unrolled: bool = False,
-        unrolled_r: float = 0.01,
-        weight_optimizer: str = "sgd",
-        weight_lr: float = 0.025,
-        weight_lr_min: float = 0.001,
-        weight_momentum: float = 0.9,
-        weight_decay: float = 3.0e-4,
-        exclude_none: bool = True,
+        settings: DartsSettings | None = None,
     ) -> None:
         super().__init__(
             training_module,
@@ -123,14 +160,7 @@ class RobustDartsModule(DartsLightningModule):
             log_prob_every_n_step=log_prob_every_n_step,
             warmup_epochs=warmup_epochs,
         )
-        self.unrolled = unrolled
-        self.unrolled_r = unrolled_r
-        self.weight_optimizer = weight_optimizer
-        self.weight_lr = weight_lr
-        self.weight_lr_min = weight_lr_min
-        self.weight_momentum = weight_momentum
-        self.weight_decay = weight_decay
-        self.exclude_none = exclude_none
+        self.settings = DartsSettings() if settings is None else settings
         self._alphas: list[nn.Parameter] | None = None
 
     def export(self) -> dict[str, Any]:
@@ -140,7 +170,7 @@ class RobustDartsModule(DartsLightningModule):
         which ARNAS and DSRNA inherit. NNI's ``DARTS`` keeps ``none`` in the argmax, as
         NAS-Bench-201's DARTS baseline does (docs/fidelity.md)."""
         sample = super().export()
-        if not self.exclude_none:
+        if not self.settings.exclude_none:
             return sample
         for label, probs in self.export_probs().items():
             if sample.get(label) == "none" and isinstance(probs, dict):
@@ -163,18 +193,19 @@ class RobustDartsModule(DartsLightningModule):
         return [p for p in self.model.parameters() if p.requires_grad and id(p) not in arch]
 
     def configure_optimizers(self) -> Any:
-        if self.weight_optimizer == "evaluator":
+        settings = self.settings
+        if settings.weight_optimizer == "evaluator":
             return super().configure_optimizers()
         arch_optim = self.configure_architecture_optimizers()
         arch_optim.is_arch_optimizer = True  # type: ignore[attr-defined]
-        sgd = torch.optim.SGD(self.weights(), lr=self.weight_lr, momentum=self.weight_momentum,
-                              weight_decay=self.weight_decay)
+        sgd = torch.optim.SGD(self.weights(), lr=settings.weight_lr, momentum=settings.weight_momentum,
+                              weight_decay=settings.weight_decay)
         max_epochs = self.trainer.max_epochs if self.trainer is not None else None
         if max_epochs is None or max_epochs < 1:
             total, interval = max(1, int(self.trainer.estimated_stepping_batches)), "step"
         else:
             total, interval = max_epochs, "epoch"
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=total, eta_min=self.weight_lr_min)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=total, eta_min=settings.weight_lr_min)
         return [sgd, arch_optim], [{"scheduler": sched, "interval": interval}]
 
     def _weight_optimizer(self) -> torch.optim.Optimizer:
@@ -238,8 +269,8 @@ class RobustDartsModule(DartsLightningModule):
         return loss.detach()
 
     def gradient(self, loss_fn: Callable[[], torch.Tensor], train_batch: Batch) -> list[torch.Tensor]:
-        """d loss_fn / d alpha: first order, or unrolled (second order) when ``self.unrolled``."""
-        if self.unrolled:
+        """d loss_fn / d alpha: first order, or unrolled (second order) with ``settings.unrolled``."""
+        if self.settings.unrolled:
             return self.unrolled_gradient(loss_fn, train_batch)
         return self._grad(loss_fn(), self.alphas())
 
@@ -275,7 +306,7 @@ class RobustDartsModule(DartsLightningModule):
                 norm = float(flat(d_w).norm())
                 if norm == 0.0:
                     return d_alpha
-                step = self.unrolled_r / norm
+                step = self.settings.unrolled_r / norm
                 hessian = []
                 for sign in (1.0, -1.0):
                     set_weights([w + sign * step * d for w, d in zip(saved, d_w)])
@@ -285,17 +316,52 @@ class RobustDartsModule(DartsLightningModule):
                 set_weights(saved)
 
 
-class RobustOneShotStrategy(DARTS):
+class RobustOneShotMixin:
+    """What ARNAS, DSRNA and TAM-NAS add to NNI's one-shot strategies, mixed in before NNI's class:
+    the threat model they train and score under (``eps``, ``norm``, or a dataset's default:
+    :meth:`_set_threat`), and their records in a :class:`~robustnas.strategies.pareto.ParetoArchive`
+    (``self._archive``): the front, and the archive in the strategy's checkpoint.
+    """
+
+    #: Takes the threat model (``eps``, ``norm``): ``robustnas.strategies.is_threat_aware``.
+    threat_aware: bool = True
+    _archive: ParetoArchive
+
+    def _set_threat(self, eps: float | None, norm: str | None, dataset: str | DatasetBundle | None) -> None:
+        """``self.eps`` and ``self.norm`` from :func:`resolve_threat`."""
+        self.eps, self.norm = resolve_threat(eps, norm, dataset)
+
+    def pareto_front(self) -> list[dict[str, Any]]:
+        """The first non-dominated front of the archived records (``{"sample", "metrics", ...}``)."""
+        return self._archive.front()
+
+    def state_dict(self) -> dict:
+        """NNI's one-shot checkpoint plus the archive of records (JSON-able)."""
+        return {**super().state_dict(), "archive": self._archive.state_dict()}  # type: ignore[misc]
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the archive (and NNI's state); archived records are kept when the search reruns."""
+        if "archive" in state_dict:
+            self._archive.load_state_dict(state_dict["archive"])
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+
+
+class RobustOneShotStrategy(RobustOneShotMixin, DARTS):
     """NNI's DARTS strategy with a threat model, the papers' weight optimiser and result records.
 
+    Besides the arguments below and NNI DARTS' own (``warmup_epochs``: epochs that train the
+    weights only, before any architecture step), it takes the fields of :class:`DartsSettings`
+    as keyword arguments. ``val_batches`` validation batches (None: every batch) and
+    ``eval_pgd_steps`` PGD steps measure the final record; ``eval_batches`` is the deprecated
+    name of ``val_batches``.
     Subclasses set :attr:`module_class` and pass their own keyword arguments to it
-    through :meth:`module_kwargs`.
+    through :meth:`module_kwargs`. One record per run: ``pareto_front()`` has it.
     """
 
     module_class: type[RobustDartsModule] = RobustDartsModule
     objectives: tuple[str, ...] = ("clean_acc", "pgd_acc", "params")
-    #: Takes the threat model (``eps``, ``norm``): ``robustnas.strategies.is_threat_aware``.
-    threat_aware: bool = True
+    #: Arguments that were renamed; the old names still work, with a DeprecationWarning.
+    renamed_arguments: tuple[Renamed, ...] = (RENAMED_EVAL_BATCHES,)
 
     def __init__(
         self,
@@ -303,40 +369,29 @@ class RobustOneShotStrategy(DARTS):
         eps: float | None = None,
         norm: str | None = None,
         dataset: str | DatasetBundle | None = None,
-        unrolled: bool = False,
-        unrolled_r: float = 0.01,
-        weight_optimizer: str = "sgd",
-        weight_lr: float = 0.025,
-        weight_lr_min: float = 0.001,
-        weight_momentum: float = 0.9,
-        weight_decay: float = 3.0e-4,
         arc_learning_rate: float = 3.0e-4,
         gradient_clip_val: float | None = 5.0,
         warmup_epochs: int = 0,
         log_prob_every_n_step: int = 10,
-        eval_batches: int = 4,
+        val_batches: int | None = 4,
         eval_pgd_steps: int = 10,
-        exclude_none: bool = True,
+        eval_batches: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if eval_batches is not None:
+            val_batches = RENAMED_EVAL_BATCHES.value(eval_batches, type(self).__name__)
         if kwargs.get("penalty") is not None:
             raise ValueError(f"{type(self).__name__} does not support NNI DARTS' profiler penalty")
         kwargs.pop("penalty", None)
+        #: The search settings besides NNI DARTS' own: the :class:`DartsSettings` fields of ``kwargs``.
+        self.settings = DartsSettings.pop_from(kwargs)
         super().__init__(arc_learning_rate=arc_learning_rate, gradient_clip_val=gradient_clip_val,
                          log_prob_every_n_step=log_prob_every_n_step, warmup_epochs=warmup_epochs, **kwargs)
-        if weight_optimizer not in WEIGHT_OPTIMIZERS:
-            raise ValueError(f"unknown weight_optimizer {weight_optimizer!r}; valid: {', '.join(WEIGHT_OPTIMIZERS)}")
-        for name, value in (("warmup_epochs", warmup_epochs), ("eval_batches", eval_batches)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        self.eps, self.norm = resolve_threat(eps, norm, dataset)
-        #: keyword arguments of :class:`RobustDartsModule` besides NNI DARTS' own
-        self.search_kwargs: dict[str, Any] = {
-            "unrolled": unrolled, "unrolled_r": unrolled_r, "weight_optimizer": weight_optimizer,
-            "weight_lr": weight_lr, "weight_lr_min": weight_lr_min, "weight_momentum": weight_momentum,
-            "weight_decay": weight_decay, "exclude_none": bool(exclude_none),
-        }
-        self.eval_batches = eval_batches
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        #: Validation batches the final record is measured on (None: every batch).
+        self.val_batches = check_batches("val_batches" if eval_batches is None else "eval_batches", val_batches)
+        self._set_threat(eps, norm, dataset)
         self.eval_pgd_steps = eval_pgd_steps
         self._archive = ParetoArchive(self.objectives)
         self._val_loader_fn: Callable[[], Any] | None = None
@@ -352,7 +407,7 @@ class RobustOneShotStrategy(DARTS):
             gradient_clip_val=self.gradient_clip_val,
             log_prob_every_n_step=self.log_prob_every_n_step,
             warmup_epochs=self.warmup_epochs,
-            **self.search_kwargs,
+            settings=self.settings,
             **self.module_kwargs(),
         )
 
@@ -376,9 +431,7 @@ class RobustOneShotStrategy(DARTS):
         if self._val_loader_fn is None:
             raise RuntimeError("the strategy has no validation loader; was it run?")
         xs, ys = [], []
-        for i, (x, y) in enumerate(self._val_loader_fn()):
-            if i >= self.eval_batches:
-                break
+        for x, y, *_ in itertools.islice(self._val_loader_fn(), self.val_batches):
             xs.append(x)
             ys.append(y)
         if not xs:
@@ -396,11 +449,10 @@ class RobustOneShotStrategy(DARTS):
         module.set_model(self.supernet)
         sample = module.export()
         model = self.supernet
-        device = next(model.parameters()).device
+        device = model_device(model)
         x, y = self._val_tensors()
         x, y = x.to(device), y.to(device)
-        was_training = model.training
-        try:
+        with preserved_mode(model):
             metrics: dict[str, Any] = {
                 "clean_acc": accuracy(model, x, y),
                 "pgd_acc": pgd_accuracy(model, x, y, eps=self.eps, norm=self.norm, steps=self.eval_pgd_steps),
@@ -410,8 +462,6 @@ class RobustOneShotStrategy(DARTS):
                 "n_examples": int(len(y)),
             }
             metrics.update(self.extra_metrics(model, x, y))
-        finally:
-            model.train(was_training)
         return {"sample": sample, "metrics": metrics, "level": "supernet", "strategy": type(self).__name__.lower()}
 
     def _exported_params(self, sample: dict[str, Any]) -> int:
@@ -422,15 +472,3 @@ class RobustOneShotStrategy(DARTS):
     def records(self) -> list[dict[str, Any]]:
         """Every result record (``{"sample", "metrics", ...}``), JSON-able."""
         return self._archive.records
-
-    def pareto_front(self) -> list[dict[str, Any]]:
-        """Non-dominated records over :attr:`objectives` (one record per one-shot run)."""
-        return self._archive.front()
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "archive": self._archive.state_dict()}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        if "archive" in state_dict:
-            self._archive.load_state_dict(state_dict["archive"])
-        super().load_state_dict(state_dict)

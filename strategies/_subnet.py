@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from robustnas.plugins.evaluator import count_flops, count_params
+from robustnas.plugins.evaluator._utils import model_device, preserved_mode
 from robustnas.plugins.evaluator.attacks import accuracy, pgd_accuracy
 
 __all__ = ["SCORABLE_METRICS", "recalibrate_batchnorm", "score_subnet", "take_batches"]
@@ -50,21 +51,19 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[tuple[torch.Tensor
     if not layers or not batches:
         return len(layers)
     momenta = [m.momentum for m in layers]
-    modes = [(m, m.training) for m in model.modules()]
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    try:
-        for m in layers:
-            m.reset_running_stats()
-            m.momentum = None
-        model.train()
-        for batch in batches:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x.to(device))
-    finally:
-        for m, momentum in zip(layers, momenta):
-            m.momentum = momentum
-        for m, training in modes:
-            m.training = training
+    device = model_device(model)
+    with preserved_mode(model):
+        try:
+            for m in layers:
+                m.reset_running_stats()
+                m.momentum = None
+            model.train()
+            for batch in batches:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                model(x.to(device))
+        finally:
+            for m, momentum in zip(layers, momenta):
+                m.momentum = momentum
     return len(layers)
 
 
@@ -88,7 +87,7 @@ def score_subnet(
     if unknown:
         raise ValueError(f"cannot score metric(s) {unknown}; scorable: {list(SCORABLE_METRICS)}")
     start = time.perf_counter()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     x, y = x.to(device), y.to(device)
     out: dict[str, Any] = {
         "clean_acc": accuracy(model, x, y),

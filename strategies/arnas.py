@@ -8,7 +8,6 @@ PGD version.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
@@ -16,8 +15,6 @@ import torch
 from robustnas.plugins.evaluator import pgd
 
 from ._oneshot import Batch, RobustDartsModule, RobustOneShotStrategy, flat, unflat
-
-_logger = logging.getLogger(__name__)
 
 __all__ = ["ARNAS", "ArnasLightningModule", "mgda_two_task"]
 
@@ -108,14 +105,24 @@ class ARNAS(RobustOneShotStrategy):
     weight_optimizer
         ``"sgd"`` (the paper's recipe) or ``"evaluator"`` (the evaluator's optimiser, as NNI DARTS).
     **kwargs
-        The rest of :class:`~robustnas.strategies._oneshot.RobustOneShotStrategy` and NNI DARTS.
+        The rest of :class:`~robustnas.strategies._oneshot.RobustOneShotStrategy` (the fields of
+        :class:`~robustnas.strategies._oneshot.DartsSettings`, ``unrolled`` and ``weight_optimizer``
+        among them) and NNI DARTS.
 
-    Example::
+    Example (two search steps on digits, in a small ARNAS space; NNI's files go to ``./nni``):
 
-        from nni.nas.experiment import NasExperiment
-        strategy = ARNAS(dataset="digits", pgd_steps=7)
-        NasExperiment(space, evaluator, strategy).run()
-        strategy.pareto_front()[0]["sample"]
+    >>> from robustnas.plugins.evaluator import load_dataset
+    >>> from robustnas.plugins.nni import classification_evaluator, run_experiment
+    >>> from robustnas.search_spaces import ARNASSpace
+    >>> from robustnas.strategies import ARNAS
+    >>> bundle = load_dataset("digits")
+    >>> space = ARNASSpace(input_shape=bundle.input_shape, num_classes=bundle.num_classes, width=2, num_cells=4)
+    >>> strategy = ARNAS(dataset=bundle, pgd_steps=1, val_batches=1, eval_pgd_steps=1)
+    >>> evaluator = classification_evaluator(bundle, batch_size=16, max_epochs=1, limit_train_batches=2)
+    >>> result = run_experiment(space, strategy, evaluator, working_dir="nni")
+    >>> record = strategy.pareto_front()[0]       # the exported architecture, supernet-level metrics
+    >>> record["sample"] == result.top_models[0]["sample"], len(strategy.gamma_history)
+    (True, 2)
     """
 
     module_class = ArnasLightningModule

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import math
 from typing import Any
 
 import optuna
 from nni.mutable import Categorical, CategoricalMultiple, Constraint, MutableAnnotation, Numerical
 
-_logger = logging.getLogger(__name__)
+__all__ = ["suggest_architecture"]
 
 _SCALARS = (type(None), bool, int, float, str)
 _QUANTILE_EPS = 1e-6

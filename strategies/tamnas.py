@@ -17,7 +17,7 @@ Lightning ``Classification`` evaluator, like NNI's ``RandomOneShot``:
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import re
 from collections import Counter
@@ -29,14 +29,17 @@ import torch
 from nni.mutable import Sample
 from nni.nas.oneshot.pytorch.sampling import RandomSamplingLightningModule
 from nni.nas.space import ExecutableModelSpace
-from nni.nas.strategy import RandomOneShot
+from nni.nas.oneshot.pytorch.strategy import RandomOneShot
 from torch import nn
 
+from robustnas.plugins._deprecation import Renamed
 from robustnas.plugins.evaluator import TrainConfig, count_params, pgd, train_step
 from robustnas.plugins.evaluator.data import DatasetBundle
+from robustnas.plugins.evaluator._utils import resolve_device
 from robustnas.plugins.evaluator.training import make_optimizer
+from robustnas.search_spaces import sample_key
 
-from ._oneshot import resolve_threat
+from ._oneshot import RobustOneShotMixin, check_batches
 from ._subnet import SCORABLE_METRICS, recalibrate_batchnorm, score_subnet, take_batches
 from .pareto import METRIC_DIRECTIONS, ParetoArchive
 from .sampling import suggest_architecture
@@ -45,9 +48,9 @@ __all__ = ["TAMNAS", "AdversarialSamplingModule", "recalibrate_batchnorm"]
 
 _logger = logging.getLogger(__name__)
 
-
-def _key(sample: Sample) -> str:
-    return json.dumps(sample, sort_keys=True, default=str)
+#: ``eval_batches`` is ``val_batches``; its 0, "every batch", is None under the new name.
+_RENAMED_EVAL_BATCHES = Renamed("eval_batches", "val_batches", to_new=lambda n: None if n == 0 else n,
+                                to_old=lambda n: 0 if n is None else n)
 
 
 class AdversarialSamplingModule(RandomSamplingLightningModule):
@@ -93,7 +96,7 @@ class AdversarialSamplingModule(RandomSamplingLightningModule):
         return self.training_module.training_step((x, y), batch_idx)
 
 
-class TAMNAS(RandomOneShot):
+class TAMNAS(RobustOneShotMixin, RandomOneShot):
     """TAM-NAS as an NNI one-shot strategy (Xie et al., arXiv 2103.00363).
 
     Trains the supernet adversarially with single-path uniform sampling, then
@@ -113,9 +116,11 @@ class TAMNAS(RandomOneShot):
     population_size, generations
         NSGA-II budget: ``population_size * generations`` subnets are proposed
         (repeated proposals are scored once).
-    eval_pgd_steps, eval_batches, bn_batches
-        Scoring: PGD steps, how many validation batches are scored (0: all), and
+    eval_pgd_steps, val_batches, bn_batches
+        Scoring: PGD steps, how many validation batches are scored (None: every batch), and
         how many training batches recalibrate BatchNorm (0: none).
+    eval_batches
+        Deprecated name of ``val_batches``, where 0 meant every batch (``val_batches=None``).
     finetune_epochs, finetune_lr
         Optional adversarial fine-tuning of every front member from supernet weights.
     objectives
@@ -123,17 +128,28 @@ class TAMNAS(RandomOneShot):
     seed
         Seeds the path sampling of supernet training, NSGA-II and the PGD random starts of scoring.
 
-    Example::
+    Example (a short search on digits: 4 supernet steps, NSGA-II over 4 x 2 subnets; NNI's files
+    go to ``./nni``):
 
-        strategy = TAMNAS(dataset="digits", population_size=8, generations=3)
-        evaluator = classification_evaluator(load_dataset("digits"), max_epochs=1)
-        NasExperiment(TinyRobustSpace(input_shape=(1, 8, 8)), evaluator, strategy).run()
-        strategy.pareto_front()          # [{"sample": ..., "metrics": ...}, ...]
-        print(strategy.layer_statistics()["markdown"])
+    >>> from robustnas.strategies import TAMNAS
+    >>> strategy = TAMNAS(dataset="digits", attack_steps=1, population_size=4, generations=2, eval_pgd_steps=2,
+    ...                   val_batches=1, bn_batches=2)
+    >>> from robustnas.plugins.evaluator import load_dataset
+    >>> from robustnas.plugins.nni import classification_evaluator, run_experiment
+    >>> from robustnas.search_spaces import TinyRobustSpace
+    >>> bundle = load_dataset("digits")
+    >>> space = TinyRobustSpace(input_shape=bundle.input_shape, num_classes=bundle.num_classes,
+    ...                         stages=[(1, 8, 1), (1, 16, 2)], blocks=["basic_k3", "skip"])
+    >>> _ = run_experiment(space, strategy, classification_evaluator(bundle, limit_train_batches=4), working_dir="nni")
+    >>> front = strategy.pareto_front()          # [{"sample": ..., "metrics": ...}, ...]
+    >>> sorted(front[0]["metrics"])
+    ['attack', 'clean_acc', 'eps', 'eval_seconds', 'n_examples', 'norm', 'params', 'pgd_acc', 'weights']
+    >>> print(strategy.layer_statistics()["markdown"].splitlines()[0])
+    First front: ... architectures
     """
 
-    #: Takes the threat model (``eps``, ``norm``): ``robustnas.strategies.is_threat_aware``.
-    threat_aware: bool = True
+    #: Arguments that were renamed; the old names still work, with a DeprecationWarning.
+    renamed_arguments: tuple[Renamed, ...] = (_RENAMED_EVAL_BATCHES,)
 
     def __init__(
         self,
@@ -146,21 +162,23 @@ class TAMNAS(RandomOneShot):
         population_size: int = 20,
         generations: int = 10,
         eval_pgd_steps: int = 10,
-        eval_batches: int = 4,
+        val_batches: int | None = 4,
         bn_batches: int = 8,
         finetune_epochs: int = 0,
         finetune_lr: float = 0.01,
         objectives: Sequence[str] = ("clean_acc", "pgd_acc", "params"),
         seed: int = 0,
         device: str = "auto",
+        eval_batches: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if eval_batches is not None:
+            val_batches = _RENAMED_EVAL_BATCHES.value(eval_batches, "TAMNAS")
         super().__init__(**kwargs)
-        self.eps, self.norm = resolve_threat(eps, norm, dataset)
+        self._set_threat(eps, norm, dataset)
         for name, value, low in (("attack_steps", attack_steps, 0), ("population_size", population_size, 2),
                                  ("generations", generations, 1), ("eval_pgd_steps", eval_pgd_steps, 1),
-                                 ("eval_batches", eval_batches, 0), ("bn_batches", bn_batches, 0),
-                                 ("finetune_epochs", finetune_epochs, 0)):
+                                 ("bn_batches", bn_batches, 0), ("finetune_epochs", finetune_epochs, 0)):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         unknown = [o for o in objectives if o not in SCORABLE_METRICS]
@@ -171,14 +189,13 @@ class TAMNAS(RandomOneShot):
         self.population_size = population_size
         self.generations = generations
         self.eval_pgd_steps = eval_pgd_steps
-        self.eval_batches = eval_batches
+        self.val_batches = check_batches("val_batches" if eval_batches is None else "eval_batches", val_batches)
         self.bn_batches = bn_batches
         self.finetune_epochs = finetune_epochs
         self.finetune_lr = finetune_lr
         self.objectives = tuple(objectives)
         self.seed = seed
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" \
-            else torch.device(device)
+        self.device = resolve_device(device)
         self._archive = ParetoArchive(self.objectives)
         self._finetuned: dict[str, nn.Module] = {}
         self._loader_fns: tuple[Callable[[], Any], Callable[[], Any]] | None = None
@@ -212,7 +229,7 @@ class TAMNAS(RandomOneShot):
 
     def _val_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._val_cache is None:
-            batches = take_batches(self._loaders()[1](), self.eval_batches)
+            batches = [(b[0], b[1]) for b in itertools.islice(self._loaders()[1](), self.val_batches)]
             if not batches:
                 raise RuntimeError("the evaluator's validation loader is empty")
             self._val_cache = (torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
@@ -226,7 +243,7 @@ class TAMNAS(RandomOneShot):
     # ------------------------------------------------------------------ subnets
     def subnet(self, sample: Sample, finetuned: bool = True) -> nn.Module:
         """The network of ``sample``: fine-tuned if it was, else supernet weights with recalibrated BN."""
-        key = _key(sample)
+        key = sample_key(sample)
         if finetuned and key in self._finetuned:
             return self._finetuned[key]
         model = self.supernet.freeze(dict(sample)).to(self.device)
@@ -254,13 +271,13 @@ class TAMNAS(RandomOneShot):
             directions=[_DIRECTION[o] for o in self.objectives],
             sampler=optuna.samplers.NSGAIISampler(population_size=self.population_size, seed=self.seed),
         )
-        cache = {_key(r["sample"]): r for r in self._archive.records}
+        cache = {sample_key(r["sample"]): r for r in self._archive.records}
         upper = self._upper_bounds()
         for generation in range(self.generations):
             for _ in range(self.population_size):
                 trial = study.ask()
                 sample = suggest_architecture(trial, self.supernet)
-                key = _key(sample)
+                key = sample_key(sample)
                 if key not in cache:
                     record = {"sample": sample, "metrics": self.evaluate_subnet(sample), "generation": generation}
                     cache[key] = self._archive.add(record)
@@ -306,7 +323,7 @@ class TAMNAS(RandomOneShot):
                 for x, y in self._loaders()[0]():
                     train_step(model, x.to(self.device), y.to(self.device), optimizer, config)
             model.eval()
-            self._finetuned[_key(record["sample"])] = model
+            self._finetuned[sample_key(record["sample"])] = model
             metrics = score_subnet(model, x_val, y_val, eps=self.eps, norm=self.norm,
                                    pgd_steps=self.eval_pgd_steps, metrics=self.objectives, seed=self.seed)
             metrics["weights"] = f"finetuned-{epochs}"
@@ -321,10 +338,6 @@ class TAMNAS(RandomOneShot):
     def archive(self) -> ParetoArchive:
         """Every scored subnet (records ``{"sample", "metrics", "generation"}``)."""
         return self._archive
-
-    def pareto_front(self) -> list[dict[str, Any]]:
-        """The first non-dominated front over :attr:`objectives`, as records ``{"sample", "metrics"}``."""
-        return self._archive.front()
 
     def hypervolume(self) -> float:
         """Hypervolume of the archive; reference (0, 0, largest subnet's parameters) by default."""
@@ -362,16 +375,6 @@ class TAMNAS(RandomOneShot):
             if limit is not None and i >= limit:
                 break
             yield self.model_space.freeze(record["sample"])
-
-    def state_dict(self) -> dict:
-        """NNI's one-shot checkpoint path plus the archive of scored subnets (JSON-able)."""
-        return {**super().state_dict(), "archive": self._archive.state_dict()}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Restore the archive; archived subnets are not scored again when the search reruns."""
-        if "archive" in state_dict:
-            self._archive.load_state_dict(state_dict["archive"])
-        super().load_state_dict(state_dict)
 
 
 _DIRECTION = METRIC_DIRECTIONS

@@ -11,7 +11,7 @@ from ._adapters import BenchmarkObjective, TableEvaluator, benchmark_evaluator, 
 from ._build import Plan, build_table, read_rows
 from ._plots import plot_table
 from ._protocol import PHASES, Protocol, run_cell
-from ._table import BENCHMARKS, Benchmark, available_benchmarks, load_benchmark, pack_table
+from ._table import BENCHMARKS, Benchmark, TableRow, available_benchmarks, load_benchmark, pack_table
 from ._stats import (
     HV_OBJECTIVES, TableTarget, bootstrap_band, bootstrap_ci, holm, mean_ranks, normalised_hypervolume,
     paired_wilcoxon, regret, regret_at_times, regret_curve, table_target,
@@ -28,7 +28,7 @@ from ._diagnostics import (
 from ._preset import BENCH_PRESET, BenchConfig, run_bench
 
 __all__ = [
-    "BENCHMARKS", "PHASES", "Benchmark", "BenchmarkObjective", "Plan", "Protocol", "TableEvaluator",
+    "BENCHMARKS", "PHASES", "Benchmark", "BenchmarkObjective", "Plan", "Protocol", "TableEvaluator", "TableRow",
     "available_benchmarks", "benchmark_evaluator", "build_table", "cached_benchmark",
     "load_benchmark", "pack_table", "plot_table", "read_rows", "run_cell",
     "ALL_TABLE_STRATEGIES", "BENCH_PRESET", "BenchConfig", "LiveCells", "ONE_SHOT_ON_TABLE", "TABLE_MISSING",

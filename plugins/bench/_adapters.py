@@ -53,10 +53,18 @@ class TableEvaluator(BenchmarkEvaluator):
     ``metrics[default]`` (negated for a minimised metric, because NNI maximises ``default``).
     Works with the ``robust201`` space and with NNI's hub ``NasBench201`` (same labels).
 
-    Example::
+    Example (five random cells; a cell the shipped partial table lacks fails its trial):
 
-        bench = load_benchmark("robust201-digits")
-        NasExperiment(bench.space(), TableEvaluator(), strategy.Random()).run()
+    >>> import tempfile
+    >>> from nni.nas.strategy import Random
+    >>> from robustnas.plugins.bench import TableEvaluator, load_benchmark
+    >>> from robustnas.plugins.nni import run_experiment
+    >>> bench = load_benchmark("robust201-digits")
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     result = run_experiment(bench.space(), Random(seed=0), TableEvaluator(), max_trial_number=5,
+    ...                             working_dir=folder)
+    >>> len(result.records), {r["status"] for r in result.records} <= {"trained", "failed"}
+    (5, True)
     """
 
     def __init__(self, name: str = "robust201-digits", path: str | None = None, default: str = "pgd_acc") -> None:
@@ -102,11 +110,15 @@ class BenchmarkObjective(RobustObjective):
     :class:`~robustnas.plugins.optuna.RobustObjective`: ``sample``, ``metrics``, ``record``).
     A cell that a partial table does not hold yet fails its trial (``fail_reason``).
 
-    Example::
+    Example (twenty lookups, no training):
 
-        objective = BenchmarkObjective(load_benchmark("robust201-digits"))
-        study = create_study(objective.objectives, sampler="nsga2")
-        study.optimize(objective, n_trials=100)
+    >>> from robustnas.plugins.bench import BenchmarkObjective, load_benchmark
+    >>> from robustnas.plugins.optuna import create_study
+    >>> objective = BenchmarkObjective(load_benchmark("robust201-digits"))
+    >>> study = create_study(objective.objectives, sampler="nsga2", seed=0)
+    >>> study.optimize(objective, n_trials=20)
+    >>> objective.objectives, len(study.trials)
+    (('clean_acc', 'pgd_acc', 'params'), 20)
     """
 
     def __init__(self, bench: Benchmark, objectives: Sequence[str] = ("clean_acc", "pgd_acc", "params")) -> None:

@@ -28,6 +28,7 @@ import torch
 
 from robustnas.plugins._io import write_text_atomic
 from robustnas.plugins.errors import ConfigError, DataError
+from robustnas.plugins.evaluator._utils import resolve_device
 
 from ._protocol import PHASES, Protocol, run_cell
 from ._spaces import space_adapter
@@ -227,7 +228,7 @@ def _run_task(task: Task) -> dict[str, Any]:
 
 
 def _device_name(device: str) -> str:
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(dev)}"
     return f"cpu:{platform.processor() or platform.machine()}"

@@ -117,12 +117,15 @@ class OneShotRun:
     """What :func:`run_one_shot` returns: the exported ``queries`` (``(seconds, sample,
     metrics or None)``, as the multi-trial units record them, seconds counted from the start
     of the search), the trained ``strategy`` object (for diagnostics), ``search_seconds``
-    (supernet training and the strategy's own selection) and ``live`` (how many exports a
-    partial table lacked and the protocol measured)."""
+    (supernet training and the strategy's own selection), ``live`` (how many exports a
+    partial table lacked and the protocol measured) and ``exported``: NNI's top models in its
+    order (``run_experiment(...).exported``; TAM-NAS's first is its pick from the front, while
+    ``queries`` hold its whole front)."""
 
     def __init__(self, queries: list[tuple[float, dict[str, Any], dict[str, Any] | None]], strategy: Any,
-                 search_seconds: float, live: int) -> None:
+                 search_seconds: float, live: int, exported: list[dict[str, Any]] | None = None) -> None:
         self.queries, self.strategy, self.search_seconds, self.live = queries, strategy, search_seconds, live
+        self.exported = list(exported or [])
 
 
 def check_one_shot(name: str) -> None:
@@ -217,4 +220,4 @@ def run_one_shot(bench: Benchmark, name: str, seed: int, *, epochs: int = 1, bat
                 measured += key not in live
                 metrics = {**live.measure(bench, cell), "key": key}
         queries.append((search_seconds, cell, metrics))
-    return OneShotRun(queries, strategy, search_seconds, measured)
+    return OneShotRun(queries, strategy, search_seconds, measured, [dict(s) for s in result.exported])

@@ -23,9 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robustnas.plugins._deprecation import first_spelling
 from robustnas.plugins._io import write_text_atomic
 from robustnas.plugins.errors import ConfigError, OutputError
+from robustnas.plugins.evaluator import EvaluatorConfig
 
+from ._oneshot import _VARIANTS
 from ._compare import (
     ALL_TABLE_STRATEGIES, TABLE_MISSING, _check, compare_on_table, plot_anytime, report_markdown,
 )
@@ -37,7 +40,7 @@ _logger = logging.getLogger(__name__)
 
 #: The shared evaluator's settings for retraining each strategy's pick: PGD-7 adversarial
 #: training for 10 epochs and AutoAttack (fast, escalating when flagged) on 200 test points.
-_FINAL = {"recipe": "pgd", "epochs": 10, "batch_size": 64, "attack": "fast", "n_examples": 200}
+_FINAL = {"recipe": "pgd", "epochs": 10, "batch_size": 64, "aa_mode": "fast", "n_examples": 200}
 
 #: ``--preset bench``: every strategy that runs on the table, 20 seeds, 100 queries per
 #: multi-trial unit, 5 supernet epochs per one-shot unit (about 85 training steps on digits).
@@ -52,7 +55,7 @@ BENCH_PRESET: dict[str, Any] = {
     "objective": "pgd_acc",
     "epochs": 5,
     "batches": None,
-    "strategy_kwargs": {"tamnas": {"population_size": 8, "generations": 5, "eval_batches": 2, "bn_batches": 4},
+    "strategy_kwargs": {"tamnas": {"population_size": 8, "generations": 5, "val_batches": 2, "bn_batches": 4},
                         "arnas": {"pgd_steps": 3}},
     "missing": "auto",
     "retrain": True,
@@ -96,14 +99,12 @@ class BenchConfig:
         kwargs = copy.deepcopy(config.strategy_kwargs)
         for name, extra in dict(options.pop("strategy_kwargs", {}) or {}).items():
             kwargs.setdefault(name, {}).update(dict(extra))
-        final = {**config.final, **dict(options.pop("final", {}) or {})}
+        final = {**config.final, **EvaluatorConfig.upgrade(dict(options.pop("final", {}) or {}))}
         config = dataclasses.replace(config, **options, strategy_kwargs=kwargs, final=final)
         config.validate()
         return config
 
     def validate(self) -> None:
-        from robustnas.plugins.evaluator import EvaluatorConfig
-
         from ._table import available_benchmarks
 
         if self.table_path is None and self.table not in available_benchmarks():
@@ -136,9 +137,9 @@ def _folder(config: BenchConfig, resume: bool) -> Path:
         if not resume:
             raise OutputError(f"run folder {out} holds an earlier comparison; pass --resume to continue it, "
                               "or choose another --out")
-        if previous != config.to_dict():
-            changed = sorted(k for k in set(previous) | set(config.to_dict())
-                             if previous.get(k) != config.to_dict().get(k))
+        previous, current = _first_spelling(previous), _first_spelling(config.to_dict())
+        if previous != current:
+            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise ConfigError(f"run folder {out} holds a comparison with other settings ({', '.join(changed)}); "
                               "resume with the same settings or choose another --out")
     elif out.exists() and any(out.iterdir()):
@@ -151,6 +152,23 @@ def _folder(config: BenchConfig, resume: bool) -> Path:
     return out
 
 
+def _first_spelling(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings with renamed keys under their first names (``final``: ``attack`` for ``aa_mode``;
+    TAM-NAS: ``eval_batches`` for ``val_batches``), so that a run folder started before a rename
+    resumes after it, and one written with either name compares equal."""
+    from robustnas.strategies import available_strategies, strategy_factory
+
+    out = dict(settings)
+    out["final"] = first_spelling(out.get("final") or {}, EvaluatorConfig.RENAMED)
+    kwargs = {}
+    for name, values in (out.get("strategy_kwargs") or {}).items():
+        registered = _VARIANTS.get(name, (name, {}))[0]
+        factory = strategy_factory(registered) if registered in available_strategies() else None
+        kwargs[name] = first_spelling(values, getattr(factory, "renamed_arguments", ()))
+    out["strategy_kwargs"] = kwargs
+    return out
+
+
 def _retrain_picks(config: BenchConfig, bench: Any, result: Mapping[str, Any],
                    say: Callable[[str], None]) -> dict[str, Any]:
     """The best cell of each strategy's first seed, retrained and attacked by the shared
@@ -158,7 +176,7 @@ def _retrain_picks(config: BenchConfig, bench: Any, result: Mapping[str, Any],
     trained once."""
     import torch
 
-    from robustnas.plugins.evaluator import EvaluatorConfig, RobustnessEvaluator
+    from robustnas.plugins.evaluator import RobustnessEvaluator
     from robustnas.search_spaces import build_model, export_record
 
     seed = result["seeds"][0]
@@ -191,7 +209,7 @@ def _retrain_markdown(retrain: Mapping[str, Any], objective: str) -> str:
     lines = ["## Each strategy's pick, retrained by the shared evaluator", "",
              f"The best cell that seed {retrain['seed']} of each strategy found, trained again from scratch "
              f"({final.get('recipe')}, {final.get('epochs')} epochs) and attacked with AutoAttack "
-             f"({final.get('attack')}) on {final.get('n_examples')} test points.", "",
+             f"({final.get('aa_mode', final.get('attack'))}) on {final.get('n_examples')} test points.", "",
              f"| strategy | table {objective} | clean | PGD | AutoAttack | params | flags |", "|---|---|---|---|---|---|---|"]
     for name, row in retrain["strategies"].items():
         m = row["metrics"]

@@ -22,6 +22,7 @@ from robustnas.plugins.evaluator import (
     train_model,
 )
 from robustnas.plugins.errors import ConfigError
+from robustnas.plugins.evaluator._utils import resolve_device
 from robustnas.plugins.evaluator.autoattack import MODES
 from robustnas.plugins.evaluator.training import RECIPES
 from robustnas.search_spaces import get_space
@@ -130,7 +131,7 @@ def run_cell(
     """
     if phase not in PHASES:
         raise ConfigError(f"unknown phase {phase!r}; valid phases: {', '.join(PHASES)}")
-    dev = torch.device(device)
+    dev = resolve_device(device)
     threat = bundle.threat
     metrics: dict[str, Any] = {}
     if model is None:

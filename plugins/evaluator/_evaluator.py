@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import torch
 from torch import nn
 
+from robustnas.plugins._deprecation import Renamed, upgrade, warn
 from robustnas.plugins.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from .records import Metrics
 
 from ._utils import eval_mode, logits_of, resolve_device
 from .attacks import accuracy, pgd_accuracy
@@ -26,27 +33,30 @@ from .training import RECIPES, TrainConfig, train_model
 
 _logger = logging.getLogger(__name__)
 
-#: Keys every metrics dict carries (``certified_acc`` too when ``certify`` is set). ``flags`` is a
-#: list of short strings (``"code: detail"``) saying why a number may not be trusted; empty when
-#: nothing is suspicious (docs/evaluator.md, "Flags").
-METRIC_KEYS: tuple[str, ...] = (
-    "clean_acc",
-    "robust_acc",
-    "pgd_acc",
-    "params",
-    "flops",
-    "latency_ms",
-    "train_seconds",
-    "eval_seconds",
-    "norm",
-    "eps",
-    "attack",
-    "n_examples",
-    "dataset",
-    "recipe",
-    "epochs",
-    "flags",
-)
+#: The stages :meth:`RobustnessEvaluator.evaluate` times into its ``timings`` argument: training,
+#: clean accuracy (the test split and the attacked points), PGD evaluation, AutoAttack (with an
+#: escalation to standard mode), the gradient-masking checks, certification, size (parameters and
+#: FLOPs) and latency.
+STAGES: tuple[str, ...] = ("train", "clean_acc", "pgd", "autoattack", "checks", "certify", "size", "latency")
+
+
+class _StageClock:
+    """``with clock(stage):`` adds the block's wall seconds to ``seconds[stage]``; with no dict it
+    times nothing."""
+
+    def __init__(self, seconds: dict[str, float] | None) -> None:
+        self.seconds = seconds
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        if self.seconds is None:
+            yield
+            return
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
 
 
 #: Device names the evaluator accepts (``cuda:N`` too).
@@ -84,11 +94,13 @@ def check_device(device: Any) -> None:
 class EvaluatorConfig:
     """Settings of :class:`RobustnessEvaluator` (JSON round-trip with ``to_dict``/``from_dict``).
 
-    ``norm``/``eps`` of None take the dataset's default threat model. ``attack`` is the
-    AutoAttack mode (``fast`` or ``standard``); ``robust_acc`` and ``pgd_acc`` are measured
-    on the first ``n_examples`` test points (the test split order is fixed by ``seed``).
-    With ``escalate`` (the default), a model that the ``fast`` mode flags is attacked again
-    in ``standard`` mode, and its metrics say so (``attack: "standard"``).
+    ``norm``/``eps`` of None take the dataset's default threat model. ``aa_mode`` is the
+    AutoAttack mode (``fast`` or ``standard``, or a registered one); ``robust_acc`` (AutoAttack's
+    accuracy) and ``pgd_acc`` are measured on the first ``n_examples`` test points (the test split
+    order is fixed by ``seed``). With ``escalate`` (the default), a model that the ``fast`` mode
+    flags is attacked again in ``standard`` mode, and its metrics say so (``attack: "standard"``:
+    the metrics' ``attack`` is the mode that produced ``robust_acc``). ``attack`` is the deprecated
+    name of ``aa_mode`` (as a keyword, a key of :meth:`from_dict` and an attribute).
     ``dataset_options`` go to :func:`load_dataset` (e.g. ``{"path": "my.npz"}``).
     With ``certify``, ``certified_acc`` comes from the bounds named by ``bound_method``:
     ``"interval"`` (interval bound propagation) or ``"crown"`` (linear bounds, tighter and
@@ -106,7 +118,7 @@ class EvaluatorConfig:
     batch_size: int = 32
     lr: float = 0.1
     train_attack_steps: int = 7
-    attack: str = "fast"
+    aa_mode: str = "fast"
     n_examples: int = 200
     pgd_eval_steps: int = 20
     eval_batch_size: int = 256
@@ -117,15 +129,21 @@ class EvaluatorConfig:
     bound_method: str = "interval"
     escalate: bool = True
     progress: bool = True
+    #: Deprecated name of ``aa_mode`` (a keyword only: not a field, not in :meth:`to_dict`).
+    attack: dataclasses.InitVar[str | None] = None
 
-    def __post_init__(self) -> None:
+    #: Settings that were renamed; :meth:`from_dict` and the constructor still take the old names.
+    RENAMED: ClassVar[tuple[Renamed, ...]] = (Renamed("attack", "aa_mode"),)
+
+    def __post_init__(self, attack: str | None) -> None:
+        if attack is not None:
+            self.aa_mode = self.RENAMED[0].value(attack, "EvaluatorConfig")
         if str(self.dataset).lower() not in DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; valid datasets: {', '.join(DATASETS)}")
         self.dataset = str(self.dataset).lower()
-        if self.recipe not in RECIPES:
-            raise ConfigError(f"unknown recipe {self.recipe!r}; valid recipes: {', '.join(RECIPES)}")
-        if self.attack not in MODES:
-            raise ConfigError(f"unknown attack {self.attack!r}; valid attacks (AutoAttack modes): {', '.join(MODES)}")
+        RECIPES.lookup(self.recipe)  # ConfigError naming the valid recipes
+        if self.aa_mode not in MODES:
+            raise ConfigError(f"unknown attack {self.aa_mode!r} (aa_mode); valid AutoAttack modes: {', '.join(MODES)}")
         if self.norm is not None and str(self.norm).lower() not in NORMS:
             raise ConfigError(f"unknown norm {self.norm!r}; valid norms: {', '.join(NORMS)}")
         if self.eps is not None:
@@ -164,14 +182,102 @@ class EvaluatorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvaluatorConfig":
-        """The inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        """The inverse of :meth:`to_dict`; unknown keys raise ``ValueError``. A deprecated key
+        (``attack``) is read as its new name, with a ``DeprecationWarning``."""
         if not isinstance(data, dict):
             raise ConfigError(f"evaluator settings must be a mapping of EvaluatorConfig keys, got {data!r}")
         valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(valid))
+        unknown = sorted(set(data) - set(valid) - {r.old for r in cls.RENAMED})
         if unknown:
             raise ConfigError(f"unknown EvaluatorConfig keys {unknown}; valid keys: {', '.join(valid)}")
-        return cls(**data)
+        return cls(**cls.upgrade(data))
+
+    @classmethod
+    def upgrade(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``data`` (settings as a mapping) with the deprecated keys renamed, with a warning each;
+        merge a user's settings over others only once both are upgraded."""
+        return upgrade(data, cls.RENAMED, "EvaluatorConfig")
+
+
+def _deprecated_attack(config: EvaluatorConfig) -> str:
+    warn(EvaluatorConfig.RENAMED[0].message("EvaluatorConfig"))
+    return config.aa_mode
+
+
+# Set after the dataclass is built: the class attribute ``attack`` is the InitVar's default until then.
+EvaluatorConfig.attack = property(_deprecated_attack, doc="Deprecated name of ``aa_mode``.")  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class EvaluatorOption:
+    """One :class:`EvaluatorConfig` field that the commands take as a flag (``n_examples``:
+    ``--n-examples``). ``type`` converts the flag's text (None: a switch that sets True),
+    ``choices`` go to argparse, and the help lists the names in ``valid`` (a registry, read when
+    the parser is built, so registered recipes and modes show). A field's deprecated names
+    (:attr:`EvaluatorConfig.RENAMED`: ``--attack`` for ``--aa-mode``) are flags too, which warn."""
+
+    name: str
+    type: Callable[[str], Any] | None
+    help: str
+    choices: tuple[str, ...] | None = None
+    valid: Iterable[str] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def add_to(self, parser: argparse._ActionsContainer) -> None:
+        """Add the flag to ``parser`` (or an argument group); its value is None when not given."""
+        text = self.help if self.valid is None else f"{self.help}: {', '.join(self.valid)}"
+        if self.type is None:
+            parser.add_argument(self.flag, dest=self.name, action="store_true", default=None, help=text)
+        else:
+            parser.add_argument(self.flag, dest=self.name, type=self.type, choices=self.choices, help=text)
+        for rename in EvaluatorConfig.RENAMED:
+            if rename.new == self.name:
+                parser.add_argument("--" + rename.old.replace("_", "-"), dest=self.name, type=self.type,
+                                    choices=self.choices, action=_DeprecatedFlag, help=f"deprecated: use {self.flag}")
+
+
+class _DeprecatedFlag(argparse.Action):
+    """Stores the value like a plain flag, after a ``DeprecationWarning`` naming the new flag."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        warn(f"{option_string} is deprecated, use --{self.dest.replace('_', '-')} (the old flag still works for now)")
+        setattr(namespace, self.dest, values)
+
+
+#: The evaluator's command-line flags, defined once for ``robustnas compare``, ``search``,
+#: ``evaluate`` and ``optuna-worker`` (every other field is set in a YAML file or with the worker's
+#: ``--eval-arg``).
+EVALUATOR_OPTIONS: tuple[EvaluatorOption, ...] = (
+    EvaluatorOption("dataset", str, "dataset name (default: digits)"),
+    EvaluatorOption("root", str, "local data root for torchvision datasets"),
+    EvaluatorOption("download", None, "download the dataset into --root"),
+    EvaluatorOption("eps", float, "attack radius (default: the dataset's)"),
+    EvaluatorOption("norm", str, "threat model norm (default: the dataset's)", choices=NORMS),
+    EvaluatorOption("recipe", str, "training recipe", valid=RECIPES),
+    EvaluatorOption("epochs", int, "training epochs per candidate"),
+    EvaluatorOption("aa_mode", str, "AutoAttack mode (robust_acc is AutoAttack's accuracy)", valid=MODES),
+    EvaluatorOption("n_examples", int, "test points attacked"),
+    EvaluatorOption("device", str, "auto, cpu or cuda"),
+)
+
+
+def add_evaluator_options(parser: argparse.ArgumentParser) -> None:
+    """Add :data:`EVALUATOR_OPTIONS` to ``parser`` as one argument group."""
+    group = parser.add_argument_group("evaluator (the shared AutoAttack evaluator)")
+    for option in EVALUATOR_OPTIONS:
+        option.add_to(group)
+
+
+def given_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluator options set in ``options`` (parsed flags as ``vars(args)``, or a YAML mapping):
+    ``{field: value}`` for every :data:`EVALUATOR_OPTIONS` name whose value is not None (a
+    deprecated name, ``attack``, is read as its new one, with a ``DeprecationWarning``)."""
+    options = EvaluatorConfig.upgrade({k: v for k, v in options.items() if v is not None})
+    return {o.name: options[o.name] for o in EVALUATOR_OPTIONS if o.name in options}
 
 
 class RobustnessEvaluator:
@@ -180,11 +286,20 @@ class RobustnessEvaluator:
     Robust accuracy is AutoAttack's (Croce and Hein, ICML 2020) in the configured mode;
     ``fast`` mode deviates from the standard ensemble (see docs/fidelity.md, Evaluator).
 
-    Example::
+    Example (a small MLP on digits, two epochs of PGD training; seconds on a CPU):
 
-        evaluator = RobustnessEvaluator(EvaluatorConfig(dataset="digits", epochs=10))
-        metrics = evaluator.evaluate(model)          # trains with PGD, then attacks
-        record = evaluator.record("my-cnn", metrics)  # RobustBench-style JSON dict
+    >>> import torch
+    >>> from torch import nn
+    >>> from robustnas.plugins.evaluator import EvaluatorConfig, RobustnessEvaluator
+    >>> _ = torch.manual_seed(0)
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    >>> evaluator = RobustnessEvaluator(EvaluatorConfig(dataset="digits", epochs=2, n_examples=50, progress=False))
+    >>> metrics = evaluator.evaluate(model)          # trains with PGD, then attacks
+    >>> metrics["n_examples"], metrics["norm"], metrics["eps"]
+    (50, 'linf', 0.2)
+    >>> record = evaluator.record("my-mlp", metrics)  # RobustBench-style JSON dict
+    >>> record["threat_model"], record["autoattack_acc"] == round(100 * metrics["robust_acc"], 2)
+    ('Linf', True)
     """
 
     def __init__(self, config: EvaluatorConfig | None = None) -> None:
@@ -245,20 +360,27 @@ class RobustnessEvaluator:
                 f"{tuple(shape)}; expected logits of shape (2, {classes}) for dataset {self.bundle.name!r}"
             )
 
-    def evaluate(self, model: nn.Module, train: bool = True) -> dict[str, Any]:
+    def evaluate(self, model: nn.Module, train: bool = True, *,
+                 timings: dict[str, float] | None = None) -> Metrics:
         """Train ``model`` with the recipe (unless ``train=False``), then measure it.
 
         Returns a flat JSON-serialisable dict with the keys of ``METRIC_KEYS`` (accuracies
         in [0, 1]) and ``certified_acc`` when ``config.certify`` is set (None, with a
         ``certify-unsupported`` flag, when the bounds do not support an op of the model).
         ``flags`` lists why a number may not be trusted (``checks``, AutoAttack's checks).
+        ``timings``, when given, gets the wall seconds of each stage of :data:`STAGES` that ran
+        added to it (the metrics keep only their sums ``train_seconds`` and ``eval_seconds``).
         """
+        if timings is not None and not isinstance(timings, dict):
+            raise ConfigError(f"timings must be a dict to add stage seconds to, got {type(timings).__name__}")
+        clock = _StageClock(timings)
         cfg, bundle, threat, dev = self.config, self.bundle, self.threat, self.device
         self.check_model(model)
         history: dict[str, Any] = {}
         train_seconds = 0.0
         if train:
-            history = train_model(model, bundle, self.train_config(), device=dev)
+            with clock("train"):
+                history = train_model(model, bundle, self.train_config(), device=dev)
             train_seconds = float(history["train_seconds"])
         model.to(dev)
         t0 = time.perf_counter()
@@ -267,25 +389,32 @@ class RobustnessEvaluator:
         forked = [dev] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=forked):
             torch.manual_seed(cfg.seed)
-            clean = accuracy(model, x_test, y_test, batch_size=cfg.eval_batch_size, device=dev)
-            pgd_acc = pgd_accuracy(model, x, y, eps=threat.eps, norm=threat.norm, steps=cfg.pgd_eval_steps,
-                                   batch_size=cfg.eval_batch_size, device=dev)
-            robust, attack, flags = self._autoattack(model, x, y, pgd_acc)
+            with clock("clean_acc"):
+                clean = accuracy(model, x_test, y_test, batch_size=cfg.eval_batch_size, device=dev)
+            with clock("pgd"):
+                pgd_acc = pgd_accuracy(model, x, y, eps=threat.eps, norm=threat.norm, steps=cfg.pgd_eval_steps,
+                                       batch_size=cfg.eval_batch_size, device=dev)
+            robust, attack, flags = self._autoattack(model, x, y, pgd_acc, clock)
         metrics: dict[str, Any] = {
             "clean_acc": clean,
             "robust_acc": robust,
             "pgd_acc": pgd_acc,
         }
         if cfg.certify:
-            certified, unsupported = self._certify(model, x, y)
+            with clock("certify"):
+                certified, unsupported = self._certify(model, x, y)
             metrics["certified_acc"] = certified
             if unsupported:
                 flags.append(unsupported)
         eval_seconds = time.perf_counter() - t0
+        with clock("size"):
+            params, flops = count_params(model), count_flops(model, bundle.input_shape)
+        with clock("latency"):
+            latency_ms = measure_latency(model, bundle.input_shape, repeats=cfg.latency_repeats)
         metrics.update(
-            params=count_params(model),
-            flops=count_flops(model, bundle.input_shape),
-            latency_ms=measure_latency(model, bundle.input_shape, repeats=cfg.latency_repeats),
+            params=params,
+            flops=flops,
+            latency_ms=latency_ms,
             train_seconds=train_seconds,
             eval_seconds=eval_seconds,
             norm=threat.norm,
@@ -311,34 +440,41 @@ class RobustnessEvaluator:
                                      num_classes=self.bundle.num_classes)
 
     def _autoattack(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, pgd_acc: float
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, pgd_acc: float, clock: _StageClock
     ) -> tuple[float, str, list[str]]:
         """AutoAttack in the configured mode plus the checks; ``(robust_acc, mode run, flags)``.
 
-        In ``fast`` mode with ``escalate``, any flag sends the model to ``standard`` mode; a point
-        then counts as robust only if neither run's adversarial input fools the model, and the
-        flags are those of the standard run, after ``escalated-to-standard`` naming the fast run's.
+        In a mode that escalates (``AttackMode.escalate_to``: ``fast`` to ``standard``) with
+        ``escalate``, any flag sends the model to that mode; a point then counts as robust only if
+        neither run's adversarial input fools the model, and the flags are those of the second run,
+        after ``escalated-to-standard`` naming the first run's.
         """
         cfg, threat, dev = self.config, self.threat, self.device
         bs = cfg.eval_batch_size
-        clean_points = accuracy(model, x, y, batch_size=bs, device=dev)
-        zero_share = zero_gradient_share(model, x, y, batch_size=bs)
+        with clock("clean_acc"):
+            clean_points = accuracy(model, x, y, batch_size=bs, device=dev)
+        with clock("checks"):
+            zero_share = zero_gradient_share(model, x, y, batch_size=bs)
 
         def checked(result: AutoAttackResult, robust: float) -> list[str]:
             own = evaluator_flags(clean_acc=clean_points, robust_acc=robust, pgd_acc=pgd_acc, zero_share=zero_share,
                                   norm=threat.norm, eps=threat.eps, num_classes=self.bundle.num_classes)
             return list(result.flags) + own
 
-        first = self._run_autoattack(model, x, y, cfg.attack)
+        with clock("autoattack"):
+            first = self._run_autoattack(model, x, y, cfg.aa_mode)
         flags = checked(first, first.robust_acc)
-        if cfg.attack != "fast" or not flags or not cfg.escalate:
-            return first.robust_acc, cfg.attack, flags
-        _logger.warning("fast AutoAttack flagged the model (%s); escalating to standard mode", "; ".join(flags))
-        second = self._run_autoattack(model, x, y, "standard")
-        robust = _joint_robust_accuracy(model, y, (first.x_adv, second.x_adv), bs, dev)
+        target = MODES.lookup(cfg.aa_mode).escalate_to
+        if target is None or not flags or not cfg.escalate:
+            return first.robust_acc, cfg.aa_mode, flags
+        _logger.warning("%s AutoAttack flagged the model (%s); escalating to %s mode", cfg.aa_mode, "; ".join(flags),
+                        target)
+        with clock("autoattack"):
+            second = self._run_autoattack(model, x, y, target)
+            robust = _joint_robust_accuracy(model, y, (first.x_adv, second.x_adv), bs, dev)
         codes = ", ".join(dict.fromkeys(flag_code(f) for f in flags))
-        escalated = f"escalated-to-standard: fast mode gave {first.robust_acc:.3f} ({codes})"
-        return robust, "standard", [escalated] + checked(second, robust)
+        escalated = f"escalated-to-{target}: {cfg.aa_mode} mode gave {first.robust_acc:.3f} ({codes})"
+        return robust, target, [escalated] + checked(second, robust)
 
     def _certify(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float | None, str | None]:
         """Certified accuracy from ``config.bound_method``'s bounds, or ``(None, flag)`` naming an
@@ -365,7 +501,7 @@ class RobustnessEvaluator:
             "eps": metrics["eps"],
             "clean_acc": round(100.0 * metrics["clean_acc"], 2),
             "autoattack_acc": round(100.0 * metrics["robust_acc"], 2),
-            "autoattack_mode": metrics.get("attack", self.config.attack),
+            "autoattack_mode": metrics.get("attack", self.config.aa_mode),
             "n_examples": metrics.get("n_examples"),
             "params": metrics.get("params"),
             "additional_data": False,

@@ -26,6 +26,9 @@ from torch import nn
 
 from ._utils import eval_mode, logits_of, model_device
 
+__all__ = ["NONTRIVIAL_EPS", "NEAR_CLEAN", "ZERO_GRADIENT_SHARE", "EVALUATOR_FLAGS", "zero_gradient_share",
+           "evaluator_flags", "flag_code"]
+
 #: Smallest radius at which robust accuracy within a point of clean accuracy is suspicious
 #: (8/255, the CIFAR-10 L-inf radius, and 0.5, the CIFAR-10 L2 radius of RobustBench).
 NONTRIVIAL_EPS: dict[str, float] = {"linf": 8 / 255 - 1e-6, "l2": 0.5 - 1e-6}

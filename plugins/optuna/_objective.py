@@ -63,11 +63,18 @@ class RobustObjective:
     attribute ``fail_reason`` and the traceback in the log (no penalty value, no retry; see
     docs/fidelity.md). ``KeyboardInterrupt`` propagates.
 
-    Example::
+    Example (two candidates of a small space, one epoch each on digits):
 
-        objective = RobustObjective(space, EvaluatorConfig(dataset="digits"))
-        study = create_study(objective.objectives, sampler="nsga2")
-        study.optimize(objective, n_trials=20)
+    >>> from robustnas.plugins.evaluator import EvaluatorConfig
+    >>> from robustnas.plugins.optuna import RobustObjective, create_study
+    >>> from robustnas.search_spaces import get_space
+    >>> space = get_space("robust201", input_shape=(1, 8, 8), num_classes=10, width=4)
+    >>> config = EvaluatorConfig(dataset="digits", recipe="standard", epochs=1, n_examples=16, progress=False)
+    >>> objective = RobustObjective(space, config)
+    >>> study = create_study(objective.objectives, sampler="nsga2", seed=0)
+    >>> study.optimize(objective, n_trials=2)
+    >>> objective.objectives, [len(trial.values) for trial in study.trials]
+    (('clean_acc', 'robust_acc', 'params'), [3, 3])
     """
 
     def __init__(

@@ -55,9 +55,10 @@ Deb & Jain 2014), ``tpe`` (multivariate multi-objective TPE, Ozaki et al. 2020),
 def make_sampler(name: str, seed: int | None = None, **kwargs: Any) -> optuna.samplers.BaseSampler:
     """Build an Optuna sampler by name (see :data:`SAMPLERS`); ``kwargs`` go to its constructor.
 
-    Example::
-
-        sampler = make_sampler("nsga2", seed=0, population_size=8)
+    >>> from robustnas.plugins.optuna import make_sampler
+    >>> sampler = make_sampler("nsga2", seed=0, population_size=8)
+    >>> type(sampler).__name__
+    'NSGAIISampler'
     """
     key = str(name).lower().replace("-", "").replace("_", "")
     aliases = {"nsgaii": "nsga2", "nsgaiii": "nsga3", "motpe": "tpe", "sobol": "qmc"}

@@ -47,11 +47,20 @@ class OptunaStrategy(Strategy):
     n_trials
         Stop after submitting this many models (besides the engine's own budget).
 
-    Example::
+    Example (two candidates of a small space in an NNI experiment, one epoch each on digits):
 
-        strategy = OptunaStrategy("nsga2", ("clean_acc", "robust_acc", "params"), seed=0)
-        NasExperiment(space, robust_evaluator(config), strategy, exp_config).run()
-        strategy.pareto_front()
+    >>> import tempfile
+    >>> from robustnas.plugins.evaluator import EvaluatorConfig
+    >>> from robustnas.plugins.nni import robust_evaluator, run_experiment
+    >>> from robustnas.plugins.optuna import OptunaStrategy
+    >>> from robustnas.search_spaces import get_space
+    >>> space = get_space("robust201", input_shape=(1, 8, 8), num_classes=10, width=4)
+    >>> config = EvaluatorConfig(dataset="digits", recipe="standard", epochs=1, n_examples=16, progress=False)
+    >>> strategy = OptunaStrategy("nsga2", ("clean_acc", "robust_acc", "params"), seed=0)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     result = run_experiment(space, strategy, robust_evaluator(config), max_trial_number=2, working_dir=folder)
+    >>> len(strategy.study.trials), all(set(r["metrics"]) >= {"clean_acc", "robust_acc"} for r in strategy.pareto_front())
+    (2, True)
     """
 
     def __init__(

@@ -26,6 +26,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -39,6 +40,8 @@ from ._objective import ATTR_FAIL, RobustObjective
 from ._samplers import SAMPLERS
 from ._storage import create_study
 from robustnas.plugins.errors import ConfigError
+from robustnas.plugins._deprecation import show_deprecations
+from robustnas.plugins.evaluator import EvaluatorConfig, add_evaluator_options, given_options
 
 _logger = logging.getLogger(__name__)
 
@@ -310,10 +313,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampler constructor argument, e.g. population_size=8; repeatable")
     parser.add_argument("--seed", type=int, help="sampler seed (offset by --worker-index)")
     parser.add_argument("--worker-index", type=int, default=0, help="distinct per worker for distinct seeds")
-    for flag, kind, what in (("dataset", str, "dataset name"), ("epochs", int, "training epochs"),
-                             ("recipe", str, "training recipe"), ("attack", str, "AutoAttack mode"),
-                             ("n-examples", int, "attacked test examples"), ("device", str, "auto, cpu, cuda")):
-        parser.add_argument(f"--{flag}", type=kind, help=f"evaluator {what}")
+    add_evaluator_options(parser)
     parser.add_argument("--eval-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="any other EvaluatorConfig field; repeatable")
     parser.add_argument("--heartbeat", type=float, default=10.0, help="seconds between heartbeats (10)")
@@ -343,11 +343,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["objectives"] = [name.strip() for name in args.objectives.split(",") if name.strip()]
     settings["space_kwargs"] = {**settings["space_kwargs"], **_key_values(args.space_arg, "--space-arg")}
     settings["sampler_kwargs"] = {**settings["sampler_kwargs"], **_key_values(args.sampler_arg, "--sampler-arg")}
-    evaluator = dict(settings["evaluator"])
-    for key in ("dataset", "epochs", "recipe", "attack", "n_examples", "device"):
-        if getattr(args, key) is not None:
-            evaluator[key] = getattr(args, key)
-    evaluator.update(_key_values(args.eval_arg, "--eval-arg"))
+    # each source with the deprecated names renamed before they merge (a flag wins over the file)
+    evaluator = EvaluatorConfig.upgrade(dict(settings["evaluator"]))
+    evaluator.update(given_options(vars(args)))
+    evaluator.update(EvaluatorConfig.upgrade(_key_values(args.eval_arg, "--eval-arg")))
     evaluator.setdefault("progress", False)
     settings["evaluator"] = evaluator
     return settings
@@ -360,7 +359,7 @@ def worker_command(args: argparse.Namespace) -> int:
     SIGTERM (the running trial is failed and re-queued), 2 for bad input, 1 when this worker's
     candidates keep failing.
     """
-    from robustnas.plugins.evaluator import EvaluatorConfig, RobustnessEvaluator
+    from robustnas.plugins.evaluator import RobustnessEvaluator
     from robustnas.search_spaces import get_space
 
     if getattr(args, "threads", None):
@@ -401,10 +400,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m robustnas.plugins.optuna", description=__doc__.split("\n")[0])
     add_worker_arguments(parser)
     parser.add_argument("--log-level", default="INFO", help="logging level (INFO)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return worker_command(args)
+    with warnings.catch_warnings():  # the display of deprecated names is this command's only
+        show_deprecations()
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return worker_command(args)
 
 
 def _process_main(argv: list[str]) -> None:

@@ -62,12 +62,9 @@ def _run_search(space_cls: type, space_kwargs: dict[str, Any], strategy: Any, *,
 
 
 @pytest.fixture(scope="module")
-def single_thread():
-    """Torch on one thread for a test module (the machines running the suite are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread(one_torch_thread: None) -> None:
+    """Torch on one thread for a test module: tests/conftest.py's ``one_torch_thread``, under the
+    name this folder's modules ask for."""
 
 
 @pytest.fixture(scope="module")

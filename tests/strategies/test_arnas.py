@@ -73,7 +73,7 @@ def test_unrolled_gradient_matches_the_exact_second_order_derivative():
     from nni.nas.nn.pytorch import LayerChoice, ModelSpace
     from nni.nas.strategy import DARTS
 
-    from robustnas.strategies._oneshot import RobustDartsModule
+    from robustnas.strategies._oneshot import DartsSettings, RobustDartsModule
 
     class Toy(ModelSpace):
         def __init__(self) -> None:
@@ -85,7 +85,7 @@ def test_unrolled_gradient_matches_the_exact_second_order_derivative():
 
     torch.manual_seed(0)
     net = DARTS().mutate_model(Toy()).double()
-    module = RobustDartsModule(ClassificationModule(num_classes=3), unrolled=True, unrolled_r=1e-3)
+    module = RobustDartsModule(ClassificationModule(num_classes=3), settings=DartsSettings(unrolled=True, unrolled_r=1e-3))
     module.set_model(net)
     xi = 0.3
     module._weight_optimizer = lambda: torch.optim.SGD(module.weights(), lr=xi)  # no trainer needed
