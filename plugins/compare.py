@@ -32,7 +32,6 @@ import json
 import logging
 import math
 import os
-import random
 import sys
 import time
 from collections import deque
@@ -45,6 +44,7 @@ from robustnas.plugins._io import write_text_atomic  # noqa: F401  (also compare
 from robustnas.plugins.errors import ConfigError, DataError, OutputError, RobustNASError
 from robustnas.plugins._deprecation import Renamed, first_spelling
 from robustnas.plugins.evaluator import EVALUATOR_OPTIONS, MODES, RECIPES, EvaluatorConfig
+from robustnas.plugins.evaluator._utils import seed_everything
 from robustnas.plugins.evaluator.records import Metrics, metrics_from_dict
 from robustnas.search_spaces import ArchitectureRecord
 from robustnas.strategies import is_one_shot, is_threat_aware, population_for  # noqa: F401  (also compare.population_for)
@@ -533,29 +533,20 @@ def _space_for(config: CompareConfig, strategy: str) -> tuple[str, dict[str, Any
     return name, kwargs
 
 
-def _evaluator_config(config: CompareConfig, phase: str, seed: int) -> Any:
+def _evaluator_config(config: CompareConfig, phase: str, seed: int, progress: bool = False) -> Any:
     from robustnas.plugins.evaluator import EvaluatorConfig
 
-    # The run's own progress bar is the one live display; the evaluator's would clash with it.
-    values = {"dataset": config.dataset, "progress": False, **getattr(config, phase), "seed": seed}
+    # Inside compare the run's own progress bar is the one live display; the evaluator's would
+    # clash with it, so only a lone search (``robustnas search``) shows the evaluator's.
+    values = {"dataset": config.dataset, "progress": progress, **getattr(config, phase), "seed": seed}
     return EvaluatorConfig.from_dict(values)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch, NumPy's and Python's global generators: a task's result then depends on its
-    seed only, not on what ran before it in the same process (so ``jobs`` > 1 gives the results of
-    one process). NNI's ``space.freeze(sample)`` keeps the weights the space was built with, so
-    this comes before any space is built."""
-    import numpy as np
-    import torch
-
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool = True) -> list[SearchEntry]:
+def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool = False) -> list[SearchEntry]:
     """Run one strategy once; return up to ``top_k`` entries ``{"record", "search_metrics", "search_cost"}``.
+
+    ``progress`` shows the evaluator's progress bar for each candidate (``robustnas search``
+    does, unless ``-q``; :func:`compare` does not: it has its own display).
 
     Candidates that fail (their reason in ``"error"``) do not stop the search; inside
     :func:`compare` they are kept in ``results.json``. With no successful candidate the list is empty.
@@ -565,7 +556,7 @@ def run_search(config: CompareConfig, strategy: str, seed: int, progress: bool =
 
     seed_everything(seed)
     space_name, space_kwargs = _space_for(config, strategy)
-    evaluator = RobustnessEvaluator(_evaluator_config(config, "search", seed))
+    evaluator = RobustnessEvaluator(_evaluator_config(config, "search", seed, progress=progress))
     bundle = evaluator.bundle
     space_kwargs = {"input_shape": tuple(bundle.input_shape), "num_classes": bundle.num_classes, **space_kwargs}
     space = get_space(space_name, **space_kwargs)
@@ -918,7 +909,7 @@ def compare(config: CompareConfig, resume: bool = False, progress: bool = True,
 
 
 # ---------------------------------------------------------------------------- tasks
-def _search_task(config: CompareConfig, strategy: str, seed: int, progress: bool) -> dict[str, Any]:
+def _search_task(config: CompareConfig, strategy: str, seed: int) -> dict[str, Any]:
     """One unit's search, as a task: ``{"found", "failures", "seconds"}``, or ``{"error"}`` holding a
     :class:`RobustNASError` (bad input: the driver stops the run). Runs in any process: the
     comparison's process holds the run folder's lock meanwhile, so Optuna trials left RUNNING by a
@@ -932,7 +923,7 @@ def _search_task(config: CompareConfig, strategy: str, seed: int, progress: bool
     _LOCKED_FOLDERS.add(folder)
     t0 = time.perf_counter()
     try:
-        found = run_search(config, strategy, seed, progress=progress)
+        found = run_search(config, strategy, seed)
     except RobustNASError as exc:
         return {"error": exc}
     except Exception as exc:  # noqa: BLE001 - the whole search of this unit failed (e.g. a NaN supernet)
@@ -1026,8 +1017,7 @@ def _run(config: CompareConfig, folder: RunFolder, progress: bool,
                 kind, key, i = job
                 unit = units[key]
                 if kind == "search":
-                    executor.submit(job, _search_task, task_config, unit.strategy, unit.seed,
-                                    bool(progress) and not remote)
+                    executor.submit(job, _search_task, task_config, unit.strategy, unit.seed)
                     running[job] = f"{unit.strategy} (seed {unit.seed}): search"
                 else:
                     executor.submit(job, _retrain_task, task_config, unit.found[i], unit.strategy, unit.seed)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
+import nni.nas.strategy  # noqa: F401  (first: NNI 3.0's import cycle, strategies/_nni.py)
 from nni.nas.oneshot.pytorch.strategy import DARTS
 from torch import nn
 

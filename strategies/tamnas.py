@@ -29,6 +29,7 @@ import torch
 from nni.mutable import Sample
 from nni.nas.oneshot.pytorch.sampling import RandomSamplingLightningModule
 from nni.nas.space import ExecutableModelSpace
+import nni.nas.strategy  # noqa: F401  (first: NNI 3.0's import cycle, strategies/_nni.py)
 from nni.nas.oneshot.pytorch.strategy import RandomOneShot
 from torch import nn
 

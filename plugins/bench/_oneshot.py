@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import tempfile
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from robustnas.plugins.errors import ConfigError
+from robustnas.plugins.evaluator._utils import seed_everything
 
 if TYPE_CHECKING:
     from ._table import Benchmark
@@ -133,14 +133,6 @@ def check_one_shot(name: str) -> None:
         raise ConfigError(f"one-shot strategy {name!r} does not run on a table; valid: {', '.join(ONE_SHOT_ON_TABLE)}")
 
 
-def _seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def _strategy(name: str, seed: int, bundle: Any, kwargs: Mapping[str, Any]) -> Any:
     from robustnas.strategies import get_strategy, is_threat_aware, takes_seed
 
@@ -195,7 +187,7 @@ def run_one_shot(bench: Benchmark, name: str, seed: int, *, epochs: int = 1, bat
 
     bundle = load_dataset(protocol.dataset, seed=protocol.data_seed)
     start = time.perf_counter()
-    _seed_everything(seed)
+    seed_everything(seed)
     space = get_space(protocol.space, **dict(protocol.space_kwargs))
     strategy = _strategy(name, seed, bundle, strategy_kwargs or {})
     evaluator = classification_evaluator(bundle, batch_size=batch_size, max_epochs=int(epochs),

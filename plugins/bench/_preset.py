@@ -174,9 +174,8 @@ def _retrain_picks(config: BenchConfig, bench: Any, result: Mapping[str, Any],
     """The best cell of each strategy's first seed, retrained and attacked by the shared
     evaluator (``config.final``, seed = that seed); a cell picked by several strategies is
     trained once."""
-    import torch
-
     from robustnas.plugins.evaluator import RobustnessEvaluator
+    from robustnas.plugins.evaluator._utils import seed_everything
     from robustnas.search_spaces import build_model, export_record
 
     seed = result["seeds"][0]
@@ -191,7 +190,7 @@ def _retrain_picks(config: BenchConfig, bench: Any, result: Mapping[str, Any],
         key = best["key"]
         if key not in measured:
             start = time.perf_counter()
-            torch.manual_seed(seed)
+            seed_everything(seed)  # as compare.retrain: the initial weights depend on the seed only
             model = build_model(export_record(space, best["sample"]))
             evaluator = RobustnessEvaluator(EvaluatorConfig(**{**config.final, "seed": seed, "progress": False}))
             metrics = evaluator.evaluate(model)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import random
 from typing import Any, Iterator
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -79,3 +82,13 @@ def device_for(model: nn.Module, device: str | torch.device | None = None) -> to
     """Where to run ``model``: ``device`` as :func:`resolve_device` reads it, else (``None``) the
     device the model is on (:func:`model_device`)."""
     return model_device(model) if device is None else resolve_device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, NumPy's and Python's global generators: a task's result then depends on its
+    seed only, not on what ran before it in the same process (so ``jobs`` > 1 gives the results of
+    one process). NNI's ``space.freeze(sample)`` keeps the weights the space was built with, so
+    this comes before any space is built. NumPy takes the seed modulo 2**32."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
