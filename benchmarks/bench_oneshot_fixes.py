@@ -8,7 +8,9 @@ seeds, measures the parameter-free share of the exports and their table PGD accu
   ``exclude_none=False``);
 - ``no-none``: DARTS' derivation, ``none`` never exported (DSRNA's default);
 - ``no-none+warmup``: also the first author's re-implementation's recipe: the first 2 of the
-  5 epochs on plain cross-entropy, and ``1e-4 R`` added to the weight loss.
+  5 epochs on plain cross-entropy, and ``1e-4 R`` added to the weight loss;
+- ``no-none+cap2``: also P-DARTS' cap: at most 2 of the cell's 6 edges export a
+  parameter-free operation (``max_parameter_free=2``).
 
 Exports a partial table lacks are measured with the table's protocol (``live.jsonl`` beside
 the result, reused by later runs).
@@ -30,7 +32,8 @@ NAME = "oneshot_fixes"
 SETTINGS = {
     "argmax": {"exclude_none": False},
     "no-none": {},
-    "no-none+warmup": {"warmup_epochs": 2, "weight_reg": 1e-4},
+    "no-none+warmup": {"regularizer_warmup_epochs": 2, "weight_reg": 1e-4},
+    "no-none+cap2": {"max_parameter_free": 2},
 }
 
 

@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +101,40 @@ def unflat(vector: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Ten
     return out
 
 
+#: Operation names without parameters (DARTS, NAS-Bench-201 and the tiny space's ``skip``).
+PARAMETER_FREE_OPS: frozenset[str] = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3", "skip"})
+
+
+def cap_parameter_free(sample: dict[str, Any], probs: Mapping[str, Any], cap: int,
+                       free: Iterable[str] = PARAMETER_FREE_OPS) -> dict[str, Any]:
+    """``sample`` with at most ``cap`` parameter-free edges per cell (P-DARTS, Chen et al. 2019).
+
+    A cell is the labels that share a prefix before their last ``/`` (``cell/0_1``,
+    ``normal/op_2_0``). Only edges whose choice also offers a parametric operation count. The
+    excess edges whose exported operation has the lowest architecture probability take the
+    strongest parametric operation of their edge instead; the strongest ``cap`` stay.
+
+    Example::
+
+        >>> probs = {"c/a": {"skip_connect": 0.6, "conv_3x3": 0.4},
+        ...          "c/b": {"skip_connect": 0.9, "conv_3x3": 0.1}}
+        >>> cap_parameter_free({"c/a": "skip_connect", "c/b": "skip_connect"}, probs, 1)
+        {'c/a': 'conv_3x3', 'c/b': 'skip_connect'}
+    """
+    free = frozenset(free)
+    sample = dict(sample)
+    cells: dict[str, list[str]] = {}
+    for label, p in probs.items():
+        if isinstance(p, Mapping) and sample.get(label) in free and any(op not in free for op in p):
+            cells.setdefault(label.rpartition("/")[0], []).append(label)
+    for labels in cells.values():
+        labels.sort(key=lambda label: (probs[label][sample[label]], label))
+        for label in labels[: max(0, len(labels) - cap)]:
+            p = probs[label]
+            sample[label] = max((op for op in p if op not in free), key=p.__getitem__)
+    return sample
+
+
 @dataclasses.dataclass(frozen=True)
 class DartsSettings:
     """How ARNAS and DSRNA search beyond NNI DARTS' own arguments; every field is also a keyword
@@ -121,6 +155,7 @@ class DartsSettings:
     weight_momentum: float = 0.9
     weight_decay: float = 3.0e-4
     exclude_none: bool = True
+    max_parameter_free: int | None = None
 
     def __post_init__(self) -> None:
         if self.weight_optimizer not in WEIGHT_OPTIMIZERS:
@@ -128,6 +163,9 @@ class DartsSettings:
                 f"unknown weight_optimizer {self.weight_optimizer!r}; valid: {', '.join(WEIGHT_OPTIMIZERS)}"
             )
         object.__setattr__(self, "exclude_none", bool(self.exclude_none))
+        cap = self.max_parameter_free
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+            raise ValueError(f"max_parameter_free must be None or an integer >= 0, got {cap!r}")
 
     @classmethod
     def pop_from(cls, kwargs: dict[str, Any]) -> "DartsSettings":
@@ -171,13 +209,15 @@ class RobustDartsModule(DartsLightningModule):
         which ARNAS and DSRNA inherit. NNI's ``DARTS`` keeps ``none`` in the argmax, as
         NAS-Bench-201's DARTS baseline does (docs/fidelity.md)."""
         sample = super().export()
-        if not self.settings.exclude_none:
-            return sample
-        for label, probs in self.export_probs().items():
-            if sample.get(label) == "none" and isinstance(probs, dict):
-                others = {op: p for op, p in probs.items() if op != "none"}
-                if others:
-                    sample[label] = max(others, key=others.__getitem__)
+        all_probs = self.export_probs()
+        if self.settings.exclude_none:
+            for label, probs in all_probs.items():
+                if sample.get(label) == "none" and isinstance(probs, dict):
+                    others = {op: p for op, p in probs.items() if op != "none"}
+                    if others:
+                        sample[label] = max(others, key=others.__getitem__)
+        if self.settings.max_parameter_free is not None:
+            sample = cap_parameter_free(sample, all_probs, self.settings.max_parameter_free)
         return sample
 
     # --- parameters and optimisers -------------------------------------------------

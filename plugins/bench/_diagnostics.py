@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from robustnas.plugins.errors import ConfigError
+from robustnas.strategies._oneshot import PARAMETER_FREE_OPS
 
 from ._protocol import build_cell
 from ._table import _direction
@@ -51,8 +52,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-#: Operations without weights (of the robust201 space; ``max_pool_3x3`` for DARTS-like spaces).
-PARAMETER_FREE_OPS: frozenset[str] = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3"})
 #: Operations reported one by one besides the parameter-free share.
 _REPORTED_OPS = ("none", "skip_connect", "avg_pool_3x3")
 #: Table metrics an inherited-weight subnet can be scored on (TAM-NAS's ``score_subnet``).

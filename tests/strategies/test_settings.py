@@ -16,10 +16,12 @@ def test_strategies_take_the_darts_settings_as_keywords_and_hand_them_to_their_m
     strategy = ARNAS(dataset="digits", weight_lr=0.05, unrolled=True, exclude_none=0)
     assert strategy.settings == DartsSettings(weight_lr=0.05, unrolled=True, exclude_none=False)
     assert strategy.settings.exclude_none is False
-    assert DSRNA().settings == DartsSettings()
+    assert ARNAS().settings == DartsSettings()
+    assert DSRNA().settings == DartsSettings(max_parameter_free=2)  # P-DARTS' cap (docs/fidelity.md)
+    assert DSRNA(max_parameter_free=None).settings == DartsSettings()
     assert [f.name for f in dataclasses.fields(DartsSettings)] == [
         "unrolled", "unrolled_r", "weight_optimizer", "weight_lr", "weight_lr_min", "weight_momentum",
-        "weight_decay", "exclude_none"]
+        "weight_decay", "exclude_none", "max_parameter_free"]
 
 
 def test_bad_settings_are_refused_naming_the_value_and_the_valid_ones():
