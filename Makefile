@@ -25,7 +25,7 @@ demo: $(STAMP)
 		--search-epochs 2 --out runs/demo-bench --resume
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=25
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -18,7 +18,7 @@ from robustnas.plugins.errors import ConfigError
 needs_ray = pytest.mark.skipif(not _parallel.engine_available(),
                                reason="--jobs > 1 runs on Ray: pip install 'robustnas[ray]'")
 
-_EVAL = {"batch_size": 32, "attack": "fast", "eps": 0.1, "recipe": "standard", "pgd_eval_steps": 5,
+_EVAL = {"batch_size": 32, "aa_mode": "fast", "eps": 0.1, "recipe": "standard", "pgd_eval_steps": 5,
          "latency_repeats": 1, "escalate": False}
 #: Three kinds of unit (a one-shot supernet, NNI multi-trial, an Optuna study) on digits, cut to
 #: seconds each; the final training still learns (clean accuracy above 0.8).
@@ -30,7 +30,7 @@ TINY = {
     "budget": 2,
     "top_k": 1,
     "search_batches": 2,
-    "strategy_kwargs": {"tamnas": {"population_size": 2, "generations": 1, "eval_batches": 1, "bn_batches": 1}},
+    "strategy_kwargs": {"tamnas": {"population_size": 2, "generations": 1, "val_batches": 1, "bn_batches": 1}},
     "search": {**_EVAL, "epochs": 1, "n_examples": 4},
     "final": {**_EVAL, "epochs": 2, "n_examples": 8},
 }
