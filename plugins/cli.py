@@ -117,7 +117,7 @@ def _compare_config(args: argparse.Namespace, flags: Sequence[str]) -> Any:
 
 
 #: Flags of ``compare --preset bench`` (the table comparison); others are rejected by name.
-_BENCH_FLAGS = ("strategies", "seeds", "budget", "search_epochs", "out")
+_BENCH_FLAGS = ("strategies", "seeds", "budget", "search_epochs", "out", "jobs", "cluster")
 
 
 def _cmd_compare_bench(args: argparse.Namespace, file_options: dict[str, Any]) -> int:

@@ -319,7 +319,8 @@ def compare_on_table(bench: Benchmark, strategies: Sequence[str] = TABLE_STRATEG
                      strategy_kwargs: Mapping[str, Mapping[str, Any]] | None = None, missing: str = "auto",
                      live: LiveCells | str | os.PathLike | None = None,
                      progress: Callable[[str], None] | None = None,
-                     journal: str | os.PathLike | None = None) -> dict[str, Any]:
+                     journal: str | os.PathLike | None = None, jobs: int = 1,
+                     cluster: str | None = None) -> dict[str, Any]:
     """Run strategies on a table, ``budget`` queries per (strategy, seed), and compare them
     to ``baseline`` (random search).
 
@@ -350,6 +351,13 @@ def compare_on_table(bench: Benchmark, strategies: Sequence[str] = TABLE_STRATEG
     already in it are not run again, so a killed comparison resumes where it stopped. The
     caller keeps one journal per configuration (``robustnas compare --preset bench`` does).
 
+    ``jobs`` > 1 (or a Ray ``cluster`` address) runs that many units at once on Ray, as
+    ``robustnas compare --jobs`` does (:mod:`robustnas.plugins._parallel`): each unit seeds
+    itself and loads the table in its worker, so the queries and statistics are those of
+    ``jobs=1``; only the seconds differ. Cells that one-shot units measure live are appended
+    to ``live``'s file by the workers (two workers may measure the same missing cell once
+    each; the protocol gives both the same numbers) and merged here.
+
     Returns a JSON-able dict: ``table`` (the target: best and worst value, bounds, true front),
     ``units`` (per strategy and seed: every query in order with ``key``, ``held``, ``seconds``
     and values, ``regret``, ``hypervolume``, ``failed``, ``skipped``, ``found``, ``best``,
@@ -368,6 +376,11 @@ def compare_on_table(bench: Benchmark, strategies: Sequence[str] = TABLE_STRATEG
     unknown = sorted(set(strategy_kwargs) - set(strategies))
     if unknown:
         raise ConfigError(f"strategy_kwargs name strategies that are not compared: {unknown}")
+    from robustnas.plugins._parallel import validate_jobs
+
+    validate_jobs(jobs, cluster)
+    if (jobs > 1 or cluster is not None) and bench.source is None:
+        raise ConfigError(f"table {bench.name!r} has no file that worker processes could read; run it with jobs=1")
     if not isinstance(live, LiveCells):
         live = LiveCells(live)
     say = progress or (lambda text: None)
@@ -375,37 +388,20 @@ def compare_on_table(bench: Benchmark, strategies: Sequence[str] = TABLE_STRATEG
     with _LOCK:  # the evaluators answer from this very table object
         _CACHE[(bench.name, str(bench.source))] = bench
 
-    raw: list[tuple[str, int, list[_Query], float, int]] = []
     total = len(strategies) * len(seeds)
     done = _read_journal(journal)
-    with _quiet(), tempfile.TemporaryDirectory(prefix="robustnas-table-") as workdir:
-        for strategy in strategies:
-            kind = _kind(strategy)
-            for seed in seeds:
-                if (strategy, seed) in done:
-                    raw.append(done[strategy, seed])
-                    say(f"[{len(raw)}/{total}] {strategy} seed {seed}: done in an earlier run")
-                    continue
-                start = time.perf_counter()
-                skipped = 0
-                if kind == "one-shot":
-                    run = run_one_shot(bench, strategy, seed, epochs=int(epochs), batches=batches,
-                                       strategy_kwargs=strategy_kwargs.get(strategy),
-                                       missing="fail" if missing == "fail" else "evaluate", live=live)
-                    queries = run.queries
-                else:
-                    if kind == "optuna":
-                        queries = _run_optuna(bench, strategy, seed, int(budget), optuna_objectives, free)
-                    else:
-                        queries = _run_nni(bench, strategy, seed, int(budget), objective, workdir, free)
-                    if free:
-                        skipped = sum(m is None for _, _, m in queries)
-                        queries = [q for q in queries if q[2] is not None][: int(budget)]
-                wall = time.perf_counter() - start
-                raw.append((strategy, seed, queries, wall, skipped))
-                _append_journal(journal, raw[-1])
-                say(f"[{len(raw)}/{total}] {strategy} seed {seed}: {len(queries)} queries"
-                    + (f" ({skipped} misses skipped)" if skipped else "") + f", {wall:.1f} s")
+    finished: dict[tuple[str, int], tuple[str, int, list[_Query], float, int]] = {}
+    for strategy in strategies:
+        for seed in seeds:
+            if (strategy, seed) in done:
+                finished[strategy, seed] = done[strategy, seed]
+                say(f"[{len(finished)}/{total}] {strategy} seed {seed}: done in an earlier run")
+    todo = [(strategy, seed) for strategy in strategies for seed in seeds if (strategy, seed) not in finished]
+    if todo:
+        _run_units(bench, todo, finished, total, journal, say, live, jobs=jobs, cluster=cluster, budget=int(budget),
+                   objective=objective, optuna_objectives=tuple(optuna_objectives), free=free, epochs=int(epochs),
+                   batches=batches, strategy_kwargs=strategy_kwargs, missing=missing)
+    raw = [finished[strategy, seed] for strategy in strategies for seed in seeds]
 
     target = table_target(_universe(bench, live), objective, hv_objectives)
     units = []
@@ -428,6 +424,83 @@ def compare_on_table(bench: Benchmark, strategies: Sequence[str] = TABLE_STRATEG
     }
     result.update(_statistics(units, strategies, seeds, int(budget), target, baseline, confidence))
     return result
+
+
+#: LiveCells objects of the comparisons running in this process, by token: a unit that runs here
+#: adds to its comparison's object; one in another process opens the file (or keeps its own).
+_LIVE: dict[str, LiveCells] = {}
+
+
+def _run_units(bench: Benchmark, todo: list[tuple[str, int]],
+               finished: dict[tuple[str, int], tuple[str, int, list[_Query], float, int]], total: int,
+               journal: str | os.PathLike | None, say: Callable[[str], None], live: LiveCells, *, jobs: int,
+               cluster: str | None, **settings: Any) -> None:
+    """Run the units of ``todo`` (``jobs`` at once on Ray when asked), appending each to the
+    journal and to ``finished`` as it finishes."""
+    from robustnas.plugins._parallel import open_executor
+
+    token = uuid.uuid4().hex
+    _LIVE[token] = live
+    wants_gpu = any(_kind(strategy) == "one-shot" for strategy, _ in todo)
+    executor = open_executor(int(jobs), cluster, wants_gpu)
+    if executor.remote:
+        say(f"{jobs} job(s) on {executor.description}")
+    spec = {"table": bench.name, "source": str(bench.source),  # the key the table is cached under here
+            "live_token": token, "live_path": None if live.path is None else str(live.path), **settings}
+    queue = list(todo)
+    try:
+        while queue or executor.running:
+            while queue and executor.running < max(1, int(jobs)):
+                strategy, seed = queue.pop(0)
+                executor.submit((strategy, seed), _table_unit, {**spec, "strategy": strategy, "seed": seed})
+            (strategy, seed), status, value = executor.next_done()
+            if status != "ok":
+                raise RuntimeError(f"the unit {strategy} seed {seed} was lost ({value}); the finished units are "
+                                   "in the journal, and a resumed comparison runs the rest")
+            for key, metrics in value["live"].items():
+                live.remember(key, metrics)
+            unit = (strategy, seed, value["queries"], value["wall"], value["skipped"])
+            finished[strategy, seed] = unit
+            _append_journal(journal, unit)
+            skipped = value["skipped"]
+            say(f"[{len(finished)}/{total}] {strategy} seed {seed}: {len(value['queries'])} queries"
+                + (f" ({skipped} misses skipped)" if skipped else "") + f", {value['wall']:.1f} s")
+    finally:
+        executor.close()
+        _LIVE.pop(token, None)
+
+
+def _table_unit(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """One (strategy, seed) unit of :func:`compare_on_table`, in this process or a worker's:
+    ``{"queries", "wall", "skipped", "live"}`` (``live``: the cells it measured live)."""
+    from ._adapters import cached_benchmark
+
+    bench = cached_benchmark(spec["table"], spec["source"])
+    live = _LIVE.get(spec["live_token"]) or LiveCells(spec["live_path"])
+    before = set(live.keys())
+    strategy, seed, budget = spec["strategy"], int(spec["seed"]), int(spec["budget"])
+    start = time.perf_counter()
+    skipped = 0
+    with _quiet(), tempfile.TemporaryDirectory(prefix="robustnas-table-") as workdir:
+        kind = _kind(strategy)
+        if kind == "one-shot":
+            missing = spec["missing"]
+            run = run_one_shot(bench, strategy, seed, epochs=int(spec["epochs"]), batches=spec["batches"],
+                               strategy_kwargs=spec["strategy_kwargs"].get(strategy),
+                               missing="fail" if missing == "fail" else "evaluate", live=live)
+            queries = run.queries
+        else:
+            free = int(spec["free"])
+            if kind == "optuna":
+                queries = _run_optuna(bench, strategy, seed, budget, spec["optuna_objectives"], free)
+            else:
+                queries = _run_nni(bench, strategy, seed, budget, spec["objective"], workdir, free)
+            if free:
+                skipped = sum(m is None for _, _, m in queries)
+                queries = [q for q in queries if q[2] is not None][:budget]
+    wall = time.perf_counter() - start
+    return {"queries": queries, "wall": wall, "skipped": skipped,
+            "live": {key: live.get(key) for key in set(live.keys()) - before}}
 
 
 def _read_journal(path: str | os.PathLike | None) -> dict[tuple[str, int], tuple[str, int, list[_Query], float, int]]:

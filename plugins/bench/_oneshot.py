@@ -85,6 +85,14 @@ class LiveCells:
     def entries(self) -> list[dict[str, Any]]:
         return [dict(m) for m in self._cells.values()]
 
+    def keys(self) -> list[str]:
+        return list(self._cells)
+
+    def remember(self, key: str, metrics: Mapping[str, Any]) -> None:
+        """Hold a cell another process measured and wrote to this file already (nothing written)."""
+        with self._lock:
+            self._cells.setdefault(key, json.loads(json.dumps(dict(metrics), default=float)))
+
     def add(self, key: str, metrics: Mapping[str, Any]) -> None:
         clean = json.loads(json.dumps(dict(metrics), default=float))
         with self._lock:

@@ -66,7 +66,9 @@ BENCH_PRESET: dict[str, Any] = {
 @dataclass
 class BenchConfig:
     """What ``compare --preset bench`` runs (fields as :data:`BENCH_PRESET`; ``table_path``
-    reads a table from a file or build folder instead of the shipped one)."""
+    reads a table from a file or build folder instead of the shipped one). ``jobs`` and
+    ``cluster`` say where the units run (as ``compare --jobs``), not what they compute: a run
+    folder resumes with other values."""
 
     table: str = "robust201-digits"
     table_path: str | None = None
@@ -82,6 +84,8 @@ class BenchConfig:
     retrain: bool = True
     final: dict[str, Any] = field(default_factory=lambda: dict(_FINAL))
     out: str = "runs/bench"
+    jobs: int = 1
+    cluster: str | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "BenchConfig":
@@ -105,8 +109,11 @@ class BenchConfig:
         return config
 
     def validate(self) -> None:
+        from robustnas.plugins._parallel import validate_jobs
+
         from ._table import available_benchmarks
 
+        validate_jobs(self.jobs, self.cluster)
         if self.table_path is None and self.table not in available_benchmarks():
             raise ConfigError(f"unknown table {self.table!r}; shipped tables: {', '.join(available_benchmarks())} "
                               "(or give table_path)")
@@ -129,6 +136,10 @@ class BenchConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
+#: Fields that say where a comparison runs, not what it computes (not compared on resume).
+_WHERE_FIELDS = ("jobs", "cluster")
+
+
 def _folder(config: BenchConfig, resume: bool) -> Path:
     out = Path(config.out)
     stored = out / "config.json"
@@ -138,6 +149,9 @@ def _folder(config: BenchConfig, resume: bool) -> Path:
             raise OutputError(f"run folder {out} holds an earlier comparison; pass --resume to continue it, "
                               "or choose another --out")
         previous, current = _first_spelling(previous), _first_spelling(config.to_dict())
+        for where in _WHERE_FIELDS:  # where the units run is not what they compute
+            previous.pop(where, None)
+            current.pop(where, None)
         if previous != current:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise ConfigError(f"run folder {out} holds a comparison with other settings ({', '.join(changed)}); "
@@ -253,7 +267,8 @@ def run_bench(config: BenchConfig, resume: bool = False, progress: bool = True) 
         result = compare_on_table(
             bench, config.strategies, config.seeds, config.budget, config.objective, epochs=config.epochs,
             batches=config.batches, strategy_kwargs=config.strategy_kwargs, missing=config.missing,
-            live=out / "live.jsonl", progress=say, journal=out / "units.jsonl")
+            live=out / "live.jsonl", progress=say, journal=out / "units.jsonl", jobs=config.jobs,
+            cluster=config.cluster)
         write_text_atomic(out / "results.json", json.dumps(result, indent=1, default=float) + "\n")
         plot_anytime(result, out / "anytime.png")
         report = report_markdown(result)

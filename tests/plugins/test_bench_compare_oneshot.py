@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from robustnas.plugins import _parallel
 from robustnas.plugins.bench import compare_on_table, load_benchmark, report_markdown, strip_timings
 from robustnas.plugins.bench._oneshot import LiveCells, run_one_shot
 from robustnas.plugins.cli import main
@@ -105,8 +106,26 @@ def test_compare_preset_bench_runs_three_strategies_and_three_seeds_and_writes_i
     # a second run needs --resume, and then runs nothing again
     assert main(["compare", "--config", str(config), "--out", str(out), "-q"]) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main(["compare", "--config", str(config), "--out", str(out), "-q", "--resume"]) == 0
+    # where the units run is not part of the settings: another --jobs resumes (and starts no engine here)
+    assert main(["compare", "--config", str(config), "--out", str(out), "-q", "--resume", "--jobs", "2"]) == 0
     assert (out / "run.log").read_text().count("done in an earlier run") == 9
+    assert "job(s) on" not in (out / "run.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _parallel.engine_available(), reason="jobs > 1 runs on Ray: pip install 'robustnas[ray]'")
+def test_two_jobs_on_ray_give_the_queries_and_statistics_of_one_job(bench, tmp_path):
+    settings = dict(strategies=["random", "optuna-tpe", "dsrna-bound"], seeds=[0, 1], budget=5, epochs=1, batches=2)
+    one = compare_on_table(bench, **settings, live=tmp_path / "one.jsonl", journal=tmp_path / "one-units.jsonl")
+    lines = []
+    two = compare_on_table(bench, **settings, live=tmp_path / "two.jsonl", journal=tmp_path / "two-units.jsonl",
+                           jobs=2, progress=lines.append)
+    assert any("2 job(s) on a local Ray instance" in line for line in lines)
+    assert strip_timings(two) == strip_timings(one)  # each unit seeds itself; one torch thread in both
+    assert len(LiveCells(tmp_path / "two.jsonl")) == len(LiveCells(tmp_path / "one.jsonl"))  # written by the workers
+    assert len((tmp_path / "two-units.jsonl").read_text().splitlines()) == 6
+    with pytest.raises(ConfigError, match="jobs must be a positive integer"):
+        compare_on_table(bench, ["random"], seeds=[0], budget=2, jobs=0)
 
 
 def test_compare_preset_bench_refuses_flags_it_does_not_use_and_dry_run_writes_nothing(tmp_path, capsys):
