@@ -309,12 +309,14 @@ def build_table(
     if not todo:
         log.close()
         return counts
-    out = open(rows_path, "a")
     try:
         for row in _results(todo, protocol, device, workers, threads):
-            out.write(json.dumps(row, sort_keys=True) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
+            # opened for each row: a rows file replaced meanwhile (git checkout, git stash) gets the
+            # row, where a handle kept open would write to the replaced file and lose it
+            with open(rows_path, "a") as out:
+                out.write(json.dumps(row, sort_keys=True) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
             counts[row["phase"]] += 1
             remaining[row["phase"]] -= 1
             log.done += 1
@@ -329,14 +331,11 @@ def build_table(
             done = {(r["phase"], r["key"], r["seed"]) for r in rows}
             extra = [t for t in plan_tasks(keys, plan, main_rows) if t.phase == "autoattack" and t.id not in done]
             if extra:
-                out.close()
                 log.close()
                 more = build_table(folder, name=name, protocol=protocol, plan=plan, workers=workers,
                                    threads=threads, device=device, phases=("autoattack",), quiet=quiet)
                 return {p: counts[p] + more[p] for p in PHASES}
     finally:
-        if not out.closed:
-            out.close()
         if not log.handle.closed:
             log.line(f"stopped: {sum(counts.values())} task(s) written this run")
             log.close()
